@@ -1,0 +1,116 @@
+"""Validation of every parameter that reaches a command line, a filter or a path.
+
+Each validator returns the normalised value or raises :class:`NetlabError` naming the
+parameter and what was wrong with it. Commands are always run as argument vectors
+(never through a shell), so validation is the second line of defence, not the first:
+it also turns a typo into a clear message instead of a confusing tool error.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from netlab.errors import NetlabError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$")
+_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.@:-]{1,15}$")
+_PATH_BAD = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def ip_address(value: object, param: str = "address") -> str:
+    """An IPv4 or IPv6 address, returned in canonical form."""
+    try:
+        return str(ipaddress.ip_address(str(value).strip()))
+    except ValueError:
+        raise NetlabError(f"parameter {param}: {value!r} is not an IP address") from None
+
+
+def ip_network(value: object, param: str = "network") -> str:
+    try:
+        return str(ipaddress.ip_network(str(value).strip(), strict=False))
+    except ValueError:
+        raise NetlabError(f"parameter {param}: {value!r} is not an IP network") from None
+
+
+def port(value: object, param: str = "port") -> int:
+    """A TCP/UDP port, 1-65535."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise NetlabError(f"parameter {param}: {value!r} is not a port number") from None
+    if not 1 <= number <= 65535:
+        raise NetlabError(f"parameter {param}: {number} is outside 1-65535")
+    return number
+
+
+def positive_number(value: object, param: str, *, maximum: float | None = None) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise NetlabError(f"parameter {param}: {value!r} is not a number") from None
+    if not number > 0:
+        raise NetlabError(f"parameter {param}: must be greater than 0, got {number:g}")
+    if maximum is not None and number > maximum:
+        raise NetlabError(f"parameter {param}: {number:g} exceeds the limit of {maximum:g}")
+    return number
+
+
+def count(value: object, param: str, *, maximum: int) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise NetlabError(f"parameter {param}: {value!r} is not a whole number") from None
+    if not 1 <= number <= maximum:
+        raise NetlabError(f"parameter {param}: {number} is outside 1-{maximum}")
+    return number
+
+
+def name(value: object, param: str = "name") -> str:
+    """An object name (namespace, map, program, scenario): no spaces, no shell syntax."""
+    text = str(value)
+    if not _NAME.match(text):
+        raise NetlabError(
+            f"parameter {param}: {value!r} is not a valid name "
+            "(letters, digits and _ . : @ - only, starting with a letter or digit)"
+        )
+    return text
+
+
+def interface(value: object, param: str = "interface") -> str:
+    text = str(value)
+    if not _IFNAME.match(text):
+        raise NetlabError(f"parameter {param}: {value!r} is not a valid interface name")
+    return text
+
+
+def hostname(value: object, param: str = "host") -> str:
+    text = str(value)
+    if text.startswith("[") and text.endswith("]"):
+        return ip_address(text[1:-1], param)
+    try:
+        return ip_address(text, param)
+    except NetlabError:
+        pass
+    if not _HOST.match(text):
+        raise NetlabError(f"parameter {param}: {value!r} is not a valid host name or address")
+    return text
+
+
+def user(value: object, param: str = "user") -> str:
+    text = str(value)
+    if not _USER.match(text):
+        raise NetlabError(f"parameter {param}: {value!r} is not a valid user name")
+    return text
+
+
+def path(value: object, param: str = "path", *, absolute: bool = True) -> str:
+    """A file-system path: no control characters, no option-like leading dash."""
+    text = str(value)
+    if not text or _PATH_BAD.search(text) or text.startswith("-"):
+        raise NetlabError(f"parameter {param}: {value!r} is not a usable path")
+    if absolute and not text.startswith("/"):
+        raise NetlabError(f"parameter {param}: {value!r} must be an absolute path")
+    return text

@@ -1,0 +1,161 @@
+"""The :class:`Target` interface and the result of running a command."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from netlab.errors import NetlabError
+
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def brief_error(self) -> str:
+        """The last non-empty line of stderr (or stdout): what a person needs to see."""
+        for text in (self.stderr, self.stdout):
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            if lines:
+                return lines[-1]
+        return f"exit status {self.returncode}"
+
+
+class Target(ABC):
+    """Where commands run. Subclasses implement :meth:`_spawn_argv` and may override
+    the file helpers with something faster."""
+
+    url: str
+    is_local: bool = False
+
+    @abstractmethod
+    def _spawn_argv(self, argv: Sequence[str], timeout: float) -> list[str]:
+        """The local argument vector that runs ``argv`` on the target."""
+
+    def describe_failure(self, result: CommandResult) -> str | None:
+        """A message when the transport (not the command) failed, else None."""
+        return None
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        input: str | bytes | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        """Run ``argv`` (a list, never a shell string) with a timeout.
+
+        With ``check`` a non-zero exit raises :class:`NetlabError` naming the command and
+        its last error line; a timeout always raises.
+        """
+        if isinstance(argv, str):
+            raise TypeError("Target.run takes an argument vector, not a shell string")
+        argv = [str(a) for a in argv]
+        local_argv = self._spawn_argv(argv, timeout)
+        data = input.encode() if isinstance(input, str) else input
+        try:
+            proc = subprocess.run(
+                local_argv,
+                input=data,
+                capture_output=True,
+                timeout=timeout + 5,
+                check=False,
+                stdin=None if data is not None else subprocess.DEVNULL,
+            )
+        except FileNotFoundError:
+            raise NetlabError(
+                f"{self.url}: command {argv[0]!r} not found", "install it or run `make setup`"
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise NetlabError(
+                f"{self.url}: `{shlex.join(argv)}` did not finish within {timeout:g} s"
+            ) from None
+        result = CommandResult(
+            tuple(argv),
+            proc.returncode,
+            proc.stdout.decode(errors="replace"),
+            proc.stderr.decode(errors="replace"),
+        )
+        transport = self.describe_failure(result)
+        if transport:
+            raise NetlabError(transport)
+        if result.returncode == 124 and self.wraps_timeout:
+            raise NetlabError(f"{self.url}: `{shlex.join(argv)}` did not finish within {timeout:g} s")
+        if check and not result.ok:
+            if result.returncode == 127:
+                raise NetlabError(
+                    f"{self.url}: command {argv[0]!r} not found", "install it or run `make setup`"
+                )
+            raise NetlabError(f"{self.url}: `{shlex.join(argv)}` failed: {result.brief_error()}")
+        return result
+
+    wraps_timeout: bool = False
+
+    def read_text(self, path: str, *, timeout: float = DEFAULT_TIMEOUT) -> str:
+        return self.run(["cat", "--", path], timeout=timeout).stdout
+
+    def try_read_text(self, path: str) -> str | None:
+        """The file's text, or None if it does not exist or cannot be read."""
+        result = self.run(["cat", "--", path], check=False)
+        return result.stdout if result.ok else None
+
+    def write_text(self, path: str, data: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Write ``data`` to ``path`` (tracefs and sysfs control files mostly)."""
+        self.run(["dd", f"of={path}", "status=none"], input=data, timeout=timeout)
+
+    def exists(self, path: str) -> bool:
+        return self.run(["test", "-e", path], check=False).ok
+
+    def which(self, program: str) -> str | None:
+        result = self.run(["sh", "-c", 'command -v "$1"', "sh", program], check=False)
+        return result.stdout.strip() or None
+
+    def run_json(self, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        """Run a command that prints JSON (bpftool -j, ip -j, nft -j) and parse it."""
+        out = self.run(argv, timeout=timeout).stdout
+        try:
+            return json.loads(out) if out.strip() else None
+        except json.JSONDecodeError as exc:
+            raise NetlabError(
+                f"{self.url}: `{shlex.join(argv)}` printed invalid JSON at line {exc.lineno}"
+            ) from None
+
+    def run_netlab(self, args: Sequence[str], *, timeout: float = 120) -> Any:
+        """Run netlab's own CLI on the node with ``--json`` and return the parsed output.
+
+        Steps that need code on the node (BCC, BPF objects) go through this, so a
+        remote node runs them itself.
+        """
+        result = self.run(self.netlab_argv() + list(args) + ["--json"], timeout=timeout, check=False)
+        if result.returncode == 127:
+            raise NetlabError(
+                f"{self.url}: this step needs netlab installed on the node",
+                "install it there (make setup) so that `netlab` is on root's PATH",
+            )
+        if not result.ok:
+            raise NetlabError(f"{self.url}: netlab {' '.join(args)} failed: {result.brief_error()}")
+        try:
+            return json.loads(result.stdout)
+        except json.JSONDecodeError:
+            raise NetlabError(f"{self.url}: netlab {' '.join(args)} printed no JSON") from None
+
+    def netlab_argv(self) -> list[str]:
+        return ["netlab"]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"

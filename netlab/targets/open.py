@@ -1,0 +1,33 @@
+"""Turning a target URL into a :class:`Target`."""
+
+from __future__ import annotations
+
+import re
+
+from netlab.errors import NetlabError
+from netlab.targets.base import Target
+from netlab.targets.local import LocalTarget, NetnsTarget
+from netlab.targets.ssh import SshTarget
+
+_SSH = re.compile(r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]/]+\]|[^:/@\[\]]+)(?::(?P<port>\d+))?/?$")
+
+SCHEMES = "local, netns://NAME, ssh://[user@]host[:port]"
+
+
+def open_target(url: str | Target | None) -> Target:
+    """``local`` (also empty), ``netns://NAME`` or ``ssh://[user@]host[:port]``."""
+    if isinstance(url, Target):
+        return url
+    text = (url or "local").strip()
+    if text in ("local", "local://", "localhost"):
+        return LocalTarget()
+    if text.startswith("netns://"):
+        return NetnsTarget(text[len("netns://"):])
+    if text.startswith("ssh://"):
+        match = _SSH.match(text)
+        if not match:
+            raise NetlabError(f"target {text!r} is not a valid ssh URL", f"use {SCHEMES}")
+        host = match.group("host").strip("[]")
+        return SshTarget(host, match.group("user"), int(match.group("port") or 22))
+    scheme = text.split("://", 1)[0] if "://" in text else text
+    raise NetlabError(f"target {text!r}: unknown scheme {scheme!r}", f"use {SCHEMES}")

@@ -1,0 +1,65 @@
+"""A remote node through real OpenSSH, host keys checked."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from netlab import params
+from netlab.targets.base import CommandResult, Target
+
+# ssh exits 255 for its own failures (no route, refused, host key, auth).
+SSH_FAILURE = 255
+
+
+class SshTarget(Target):
+    """``ssh://[user@]host[:port]``: BatchMode (never prompts), StrictHostKeyChecking on.
+
+    Remote commands are quoted with :func:`shlex.join` and wrapped in ``timeout`` on the
+    node, so a lost connection does not leave them running past their budget.
+    """
+
+    wraps_timeout = True
+
+    def __init__(
+        self,
+        host: str,
+        user: str | None = None,
+        port: int = 22,
+        *,
+        connect_timeout: float = 10,
+        ssh_options: Sequence[str] = (),
+    ):
+        self.host = params.hostname(host, "target host")
+        self.user = params.user(user, "target user") if user else None
+        self.port = params.port(port, "target port")
+        self.connect_timeout = connect_timeout
+        self.ssh_options = list(ssh_options)
+        who = f"{self.user}@" if self.user else ""
+        host_part = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"ssh://{who}{host_part}" + (f":{self.port}" if self.port != 22 else "")
+
+    def _spawn_argv(self, argv: Sequence[str], timeout: float) -> list[str]:
+        remote = shlex.join(["timeout", "-k", "2", f"{timeout:g}", *argv])
+        dest = f"{self.user}@{self.host}" if self.user else self.host
+        return [
+            "ssh",
+            "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", f"ConnectTimeout={int(self.connect_timeout)}",
+            "-o", "LogLevel=ERROR",
+            *self.ssh_options,
+            "-p", str(self.port),
+            "--", dest, remote,
+        ]  # fmt: skip
+
+    def describe_failure(self, result: CommandResult) -> str | None:
+        if result.returncode == SSH_FAILURE and (
+            result.stderr.startswith("ssh:")
+            or "Host key verification failed" in result.stderr
+            or "Permission denied" in result.stderr
+            or "Connection closed" in result.stderr
+            or not result.stdout
+        ):
+            return f"{self.url}: cannot reach the node: {result.brief_error()}"
+        return None
