@@ -114,9 +114,23 @@ class Target(ABC):
         result = self.run(["cat", "--", path], check=False)
         return result.stdout if result.ok else None
 
-    def write_text(self, path: str, data: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Write ``data`` to ``path`` (tracefs and sysfs control files mostly)."""
-        self.run(["dd", f"of={path}", "status=none"], input=data, timeout=timeout)
+    def write_text(
+        self, path: str, data: str, *, append: bool = False, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        """Write ``data`` to ``path`` (tracefs and sysfs control files mostly).
+
+        ``append`` matters for files such as ``kprobe_events``, where truncating clears
+        every other user's definitions.
+        """
+        argv = ["dd", f"of={path}", "status=none"]
+        if append:
+            argv += ["oflag=append", "conv=notrunc"]
+        self.run(argv, input=data, timeout=timeout)
+
+    def host(self) -> Target:
+        """The target for global kernel state (tracefs, bpffs, cgroups): for a network
+        namespace that is the machine itself, everything else is its own host."""
+        return self
 
     def exists(self, path: str) -> bool:
         return self.run(["test", "-e", path], check=False).ok

@@ -34,9 +34,11 @@ class LocalTarget(Target):
         except OSError:
             return None
 
-    def write_text(self, path: str, data: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def write_text(
+        self, path: str, data: str, *, append: bool = False, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         try:
-            with open(path, "w", encoding="utf-8") as handle:
+            with open(path, "a" if append else "w", encoding="utf-8") as handle:
                 handle.write(data)
         except OSError as exc:
             raise NetlabError(f"{self.url}: cannot write {path!r}: {exc.strerror}") from None
@@ -50,10 +52,12 @@ class LocalTarget(Target):
 
 
 class NetnsTarget(LocalTarget):
-    """This machine inside network namespace ``name`` (``ip netns exec``).
+    """This machine inside network namespace ``name`` (``/run/netns/NAME``).
 
-    BPF objects, cgroups and tracefs are global, so reading them here sees the host's;
-    sockets, routes, netfilter, conntrack and ``/proc/net`` are the namespace's.
+    Commands enter only the network namespace (``nsenter --net``), not a new mount
+    namespace as ``ip netns exec`` does, so tracefs and bpffs pins stay visible. BPF
+    objects, cgroups and tracefs are global; sockets, routes, netfilter, conntrack,
+    ``/proc/net`` and ``/proc/sys/net`` are the namespace's.
     """
 
     def __init__(self, name: str):
@@ -61,10 +65,10 @@ class NetnsTarget(LocalTarget):
         self.url = f"netns://{self.netns}"
 
     def _spawn_argv(self, argv: Sequence[str], timeout: float) -> list[str]:
-        return ["ip", "netns", "exec", self.netns, *argv]
+        return ["nsenter", f"--net=/run/netns/{self.netns}", "--", *argv]
 
     def describe_failure(self, result: CommandResult) -> str | None:
-        if result.returncode != 0 and "Cannot open network namespace" in result.stderr:
+        if result.returncode != 0 and f"/run/netns/{self.netns}" in result.stderr:
             return f"{self.url}: network namespace {self.netns!r} does not exist"
         return None
 
@@ -75,5 +79,10 @@ class NetnsTarget(LocalTarget):
     def try_read_text(self, path: str) -> str | None:
         return Target.try_read_text(self, path)
 
-    def write_text(self, path: str, data: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        Target.write_text(self, path, data, timeout=timeout)
+    def write_text(
+        self, path: str, data: str, *, append: bool = False, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        Target.write_text(self, path, data, append=append, timeout=timeout)
+
+    def host(self) -> Target:
+        return LocalTarget()

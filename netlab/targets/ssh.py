@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Sequence
 
@@ -15,6 +16,9 @@ SSH_FAILURE = 255
 class SshTarget(Target):
     """``ssh://[user@]host[:port]``: BatchMode (never prompts), StrictHostKeyChecking on.
 
+    ``NETLAB_SSH_CONFIG`` names an ssh_config file to use instead of the user's (keys,
+    known_hosts, jump hosts).
+
     Remote commands are quoted with :func:`shlex.join` and wrapped in ``timeout`` on the
     node, so a lost connection does not leave them running past their budget.
     """
@@ -25,19 +29,20 @@ class SshTarget(Target):
         self,
         host: str,
         user: str | None = None,
-        port: int = 22,
+        port: int | None = None,
         *,
         connect_timeout: float = 10,
         ssh_options: Sequence[str] = (),
     ):
         self.host = params.hostname(host, "target host")
         self.user = params.user(user, "target user") if user else None
-        self.port = params.port(port, "target port")
+        # Without an explicit port, ssh's own configuration decides (ssh_config Port).
+        self.port = params.port(port, "target port") if port is not None else None
         self.connect_timeout = connect_timeout
         self.ssh_options = list(ssh_options)
         who = f"{self.user}@" if self.user else ""
         host_part = f"[{self.host}]" if ":" in self.host else self.host
-        self.url = f"ssh://{who}{host_part}" + (f":{self.port}" if self.port != 22 else "")
+        self.url = f"ssh://{who}{host_part}" + (f":{self.port}" if self.port else "")
 
     def _spawn_argv(self, argv: Sequence[str], timeout: float) -> list[str]:
         remote = shlex.join(["timeout", "-k", "2", f"{timeout:g}", *argv])
@@ -49,7 +54,8 @@ class SshTarget(Target):
             "-o", f"ConnectTimeout={int(self.connect_timeout)}",
             "-o", "LogLevel=ERROR",
             *self.ssh_options,
-            "-p", str(self.port),
+            *(["-p", str(self.port)] if self.port else []),
+            *(["-F", os.environ["NETLAB_SSH_CONFIG"]] if os.environ.get("NETLAB_SSH_CONFIG") else []),
             "--", dest, remote,
         ]  # fmt: skip
 

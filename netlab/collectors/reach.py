@@ -1,0 +1,94 @@
+"""Reachability probes from a vantage point: ping, TCP connect, HTTP request.
+
+Each runs a standard tool (``ping``, ``curl``) through a target, so the vantage point can
+be this node, a pod's network namespace or a remote node. One curl call gives both
+answers the case needs: whether the TCP handshake completed (``time_connect``) and
+whether the request got a response in time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+from netlab import params
+from netlab.targets import Target
+
+# curl exit codes: 28 = operation timed out, 7 = failed to connect.
+CURL_TIMEOUT = 28
+
+
+@dataclass
+class ProbeResult:
+    vantage: str
+    kind: str  # ping | tcp | http
+    destination: str
+    ok: bool
+    latency_ms: float | None
+    detail: str
+
+
+def _host_for_url(address: str) -> str:
+    return f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
+
+
+def ping(target: Target, address: str, *, timeout: float = 2.0, vantage: str | None = None) -> ProbeResult:
+    addr = params.ip_address(address, "address")
+    deadline = max(1, int(round(timeout)))
+    result = target.run(["ping", "-n", "-c", "1", "-W", str(deadline), addr], timeout=timeout + 3, check=False)
+    match = re.search(r"time=([\d.]+) ms", result.stdout)
+    return ProbeResult(
+        vantage or target.url, "ping", addr, result.ok,
+        float(match.group(1)) if match else None,
+        "reply" if result.ok else (result.brief_error() if result.returncode != 1 else "no reply"),
+    )  # fmt: skip
+
+
+def http(
+    target: Target,
+    address: str,
+    port: int,
+    path: str = "/",
+    *,
+    timeout: float = 2.0,
+    vantage: str | None = None,
+    local_port: int | None = None,
+) -> tuple[ProbeResult, ProbeResult]:
+    """One HTTP GET: returns (tcp connect result, http response result)."""
+    addr = params.ip_address(address, "address")
+    port = params.port(port)
+    if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", path):
+        raise ValueError(f"parameter path: {path!r} is not a plain URL path")
+    url = f"http://{_host_for_url(addr)}:{port}{path}"
+    argv = [
+        "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_connect} %{time_total}",
+        "--connect-timeout", f"{timeout:g}", "--max-time", f"{timeout:g}", "--noproxy", "*",
+    ]  # fmt: skip
+    if local_port:
+        argv += ["--local-port", str(params.port(local_port, "local_port"))]
+    result = target.run([*argv, url], timeout=timeout + 5, check=False)
+    fields = result.stdout.split()
+    code = fields[0] if fields else "000"
+    t_connect = float(fields[1]) if len(fields) > 1 else 0.0
+    t_total = float(fields[2]) if len(fields) > 2 else 0.0
+    who = vantage or target.url
+    dest = f"{addr}:{port}"
+    connected = t_connect > 0
+    tcp = ProbeResult(who, "tcp", dest, connected, t_connect * 1000 if connected else None,
+                      "established" if connected else result.brief_error())  # fmt: skip
+    answered = result.ok and code.startswith(("2", "3"))
+    if answered:
+        detail = f"HTTP {code}"
+    elif result.returncode == CURL_TIMEOUT and connected:
+        detail = f"connected, no response within {timeout:g} s"
+    else:
+        detail = result.brief_error()
+    web = ProbeResult(who, "http", f"{url}", answered, t_total * 1000 if answered else None, detail)
+    return tcp, web
+
+
+def frame(results: list[ProbeResult]) -> pd.DataFrame:
+    return pd.DataFrame([asdict(r) for r in results])

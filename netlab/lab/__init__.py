@@ -1,0 +1,138 @@
+"""The lab: each of the four incidents reproduced for real in network namespaces.
+
+``netlab lab list | up NAME [--healthy] | verify NAME | status | down [NAME | --all]``,
+or from Python::
+
+    from netlab import lab
+    with lab.running("stuck-tcp") as params:
+        ...
+
+``up`` saves the scenario's parameters in ``/run/netlab`` (``$NETLAB_STATE``), so
+``netlab run INVESTIGATION --lab NAME`` and notebooks pick them up; the lab stays up
+across processes until ``down``. Everything it makes is named with netlab's prefix,
+which is how ``down --all`` cleans up after a crashed or killed ``up``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from netlab import naming
+from netlab.errors import NetlabError
+from netlab.lab.scenario import Scenario, VerifyResult
+from netlab.lab.topology import destroy_namespaces, owned_namespaces
+
+__all__ = ["SCENARIOS", "Scenario", "VerifyResult", "down", "load_params", "running", "status", "up", "verify"]
+
+
+def _registry() -> dict[str, Scenario]:
+    from netlab.lab import scenarios
+
+    return {s.name: s for s in scenarios.ALL}
+
+
+SCENARIOS = _registry
+
+
+def scenario(name: str) -> Scenario:
+    found = _registry().get(name)
+    if not found:
+        raise NetlabError(f"no lab scenario {name!r}", f"choose one of: {', '.join(_registry())}")
+    return found
+
+
+def state_dir() -> str:
+    return os.environ.get("NETLAB_STATE", f"/run/netlab/{naming.PREFIX}")
+
+
+def _state_path(name: str) -> str:
+    return os.path.join(state_dir(), f"lab-{name}.json")
+
+
+def load_params(name: str) -> dict[str, Any]:
+    """The parameters saved by ``up`` (raises if the scenario is not up)."""
+    path = _state_path(scenario(name).name)
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise NetlabError(f"lab scenario {name!r} is not up", f"run `netlab lab up {name}` first") from None
+
+
+def up(name: str, *, healthy: bool = False) -> dict[str, Any]:
+    """Bring scenario ``name`` up (idempotent) and return its parameters."""
+    scn = scenario(name)
+    with contextlib.suppress(NetlabError):
+        current = load_params(name)
+        if current.get("healthy") == healthy:
+            return current
+        down(name)  # the other twin is up: replace it
+    topo = scn.topology()
+    try:
+        topo.build()
+        params = scn.build(topo, healthy)
+    except BaseException:
+        # A half-built lab is worse than none.
+        _teardown(scn)
+        raise
+    params = {"scenario": scn.name, "investigation": scn.investigation, "healthy": healthy, **topo.params(), **params}
+    os.makedirs(state_dir(), exist_ok=True)
+    with open(_state_path(name), "w") as handle:
+        json.dump(params, handle, indent=2)
+    return params
+
+
+def verify(name: str) -> VerifyResult:
+    params = load_params(name)
+    return scenario(name).verify(params, bool(params.get("healthy")))
+
+
+def _teardown(scn: Scenario) -> None:
+    scn.teardown()
+    destroy_namespaces(scn.topology().namespaces())
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_state_path(scn.name))
+
+
+def down(name: str | None = None, *, all: bool = False) -> list[str]:
+    """Tear down one scenario, or with ``all`` every scenario and any namespace with
+    netlab's prefix, state file or not. Returns what was removed."""
+    removed: list[str] = []
+    targets = list(_registry().values()) if all or name is None else [scenario(name)]
+    for scn in targets:
+        before = [n for n in scn.topology().namespaces() if os.path.exists(f"/run/netns/{n}")]
+        _teardown(scn)
+        removed += before
+    if all:
+        stray = owned_namespaces()
+        destroy_namespaces(stray)
+        removed += stray
+    return removed
+
+
+def status() -> list[dict[str, Any]]:
+    rows = []
+    for scn in _registry().values():
+        try:
+            params = load_params(scn.name)
+            state = "up (healthy twin)" if params.get("healthy") else "up (incident)"
+        except NetlabError:
+            live = [n for n in scn.topology().namespaces() if os.path.exists(f"/run/netns/{n}")]
+            state = "leftovers: run `netlab lab down --all`" if live else "down"
+        rows.append({"scenario": scn.name, "state": state, "investigation": scn.investigation, "about": scn.description.split("\n")[0]})
+    return rows
+
+
+@contextlib.contextmanager
+def running(name: str, *, healthy: bool = False, keep: bool = False) -> Iterator[dict[str, Any]]:
+    """Bring ``name`` up for the ``with`` block and down afterwards (unless ``keep``)."""
+    params = up(name, healthy=healthy)
+    try:
+        yield params
+    finally:
+        if not keep:
+            down(name)

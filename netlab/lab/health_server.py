@@ -1,0 +1,53 @@
+"""The pods' health endpoint: ``GET /health`` answers ``ok``; ``GET /bytes/N`` streams
+N bytes (a long transfer for cases that need one). Run as
+``python -m netlab.lab.health_server PORT`` inside a pod's namespace."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if self.path == "/health":
+            body = b"ok\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path.startswith("/bytes/") and self.path[7:].isdigit():
+            size = min(int(self.path[7:]), 1 << 30)
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            chunk = b"x" * 65536
+            while size > 0:
+                self.wfile.write(chunk[: min(size, len(chunk))])
+                size -= len(chunk)
+        else:
+            self.send_error(404)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class DualStackServer(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+def main() -> None:
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8080
+    DualStackServer(("::", port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The scenario interface every lab incident implements, and the results of ``verify``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from netlab.lab.topology import Topology
+
+
+@dataclass
+class VerifyCheck:
+    """One thing ``verify`` demonstrates: what was expected, what was seen."""
+
+    check: str
+    expected: str
+    observed: str
+    ok: bool
+
+
+@dataclass
+class VerifyResult:
+    scenario: str
+    healthy: bool
+    checks: list[VerifyCheck] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def add(self, check: str, expected: str, observed: str, ok: bool) -> None:
+        self.checks.append(VerifyCheck(check, expected, observed, ok))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(c) for c in self.checks])
+
+    def text(self) -> str:
+        twin = "healthy twin" if self.healthy else "incident"
+        lines = [f"verify {self.scenario} ({twin}): {'reproduced as described' if self.ok else 'NOT as described'}"]
+        for c in self.checks:
+            lines.append(f"  [{'ok' if c.ok else 'FAIL'}] {c.check}: expected {c.expected}; observed {c.observed}")
+        return "\n".join(lines)
+
+
+class Scenario:
+    """One incident reproduced in namespaces.
+
+    Subclasses set the class attributes and implement :meth:`build`, :meth:`verify`
+    and :meth:`teardown`. ``build`` returns the parameters an investigation needs (its
+    notebook's ``parameters`` cell names); ``teardown`` must remove everything the
+    scenario made outside its namespaces (BPF pins, cgroups, host sysctls) by name, so it
+    also works after a crashed ``up`` with no saved state.
+    """
+
+    name: str = ""
+    short: str = ""  # three letters, used in namespace names
+    investigation: str = ""
+    description: str = ""
+    pods: tuple[str, ...] = ("pod1", "pod2")
+
+    def topology(self) -> Topology:
+        return Topology(self.short, self.pods)
+
+    def build(self, topo: Topology, healthy: bool) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def verify(self, params: dict[str, Any], healthy: bool) -> VerifyResult:
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        """Remove what the scenario made outside its namespaces (default: nothing)."""

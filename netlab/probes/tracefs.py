@@ -1,0 +1,123 @@
+"""Private tracefs instances: tracepoints with filters and stack triggers.
+
+An instance (``instances/nlab_trace_<pid>``) has its own ring buffer and its own event
+switches, so netlab never touches the top-level trace settings someone else may be
+using, and removing the instance removes everything it enabled.
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+
+from netlab import mounts, naming
+from netlab.errors import NetlabError
+from netlab.targets import Target
+
+
+class Instance:
+    """A tracefs instance that is removed on exit, whatever happened inside."""
+
+    def __init__(self, target: Target, kind: str = "trace", *, buffer_kb: int = 4096):
+        self.target = target.host()
+        self.base = mounts.tracefs(self.target)
+        self.name = naming.probe_name(kind)
+        self.path = f"{self.base}/instances/{self.name}"
+        self.buffer_kb = buffer_kb
+        self._enabled: list[str] = []
+        self._triggers: list[tuple[str, str]] = []
+
+    def __enter__(self) -> Instance:
+        remove_instance(self.target, self.path)  # a leftover of an earlier run of this pid
+        self.target.run(["mkdir", self.path])
+        try:
+            self.write("buffer_size_kb", str(self.buffer_kb))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def write(self, relpath: str, data: str, *, append: bool = False) -> None:
+        self.target.write_text(f"{self.path}/{relpath}", data, append=append)
+
+    def read(self, relpath: str) -> str:
+        return self.target.read_text(f"{self.path}/{relpath}")
+
+    def enable(self, system: str, event: str, *, filter: str | None = None, stacktrace: bool = False) -> None:
+        """Enable ``system:event`` here, with an optional filter and a stack trigger."""
+        rel = f"events/{system}/{event}"
+        if not self.target.exists(f"{self.path}/{rel}"):
+            raise NetlabError(f"{self.target.url}: tracepoint {system}:{event} does not exist on this kernel")
+        if filter:
+            self.write(f"{rel}/filter", filter)
+        if stacktrace:
+            trigger = f"stacktrace if {filter}" if filter else "stacktrace"
+            self.write(f"{rel}/trigger", trigger)
+            self._triggers.append((rel, trigger))
+        self.write(f"{rel}/enable", "1")
+        self._enabled.append(rel)
+
+    def trace(self) -> str:
+        return self.read("trace")
+
+    def wait(self, seconds: float, *, stop: float | None = None) -> None:
+        """Sleep for the trace window; Ctrl-C interrupts and the caller's ``with`` cleans up."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(min(0.2, deadline - time.monotonic()) if deadline > time.monotonic() else 0)
+
+    def close(self) -> None:
+        if not self.target.exists(self.path):
+            return
+        # Stop tracing before removing triggers; then the instance can be removed.
+        for rel in self._enabled:
+            self.target.write_text(f"{self.path}/{rel}/enable", "0")
+        for rel, trigger in self._triggers:
+            self.target.write_text(f"{self.path}/{rel}/trigger", f"!{trigger.split(' if ')[0]}", append=True)
+        remove_instance(self.target, self.path)
+
+
+def remove_instance(target: Target, path: str) -> None:
+    """Disable everything in an instance and remove it (used by the orphan sweep too)."""
+    if not target.exists(path):
+        return
+    target.write_text(f"{path}/tracing_on", "0")
+    target.write_text(f"{path}/events/enable", "0")
+    # Triggers survive disabling; rmdir fails with EBUSY while any is set.
+    result = target.run(["sh", "-c", 'grep -l -v "^#" "$1"/events/*/*/trigger 2>/dev/null', "sh", path], check=False)
+    for trigger_file in result.stdout.split():
+        for line in target.read_text(trigger_file).splitlines():
+            if line and not line.startswith("#"):
+                command = line.split(":")[0].split(" ")[0]
+                target.write_text(trigger_file, f"!{command}", append=True)
+    target.run(["rmdir", path])
+
+
+def orphan_instances(target: Target) -> list[str]:
+    """Instances named by netlab whose owning process is gone."""
+    base = mounts.tracefs(target, mount=False) if _has_tracefs(target) else None
+    if base is None or not target.exists(f"{base}/instances"):
+        return []
+    listing = target.run(["ls", "-1", f"{base}/instances"], check=False).stdout.split()
+    orphans = []
+    for name in listing:
+        owner = naming.probe_owner(name)
+        if naming.owned(name) and (owner is None or not naming.pid_alive(owner)):
+            orphans.append(f"{base}/instances/{name}")
+    return orphans
+
+
+def _has_tracefs(target: Target) -> bool:
+    try:
+        mounts.tracefs(target, mount=False)
+        return True
+    except NetlabError:
+        return False
