@@ -73,7 +73,7 @@ class Target(ABC):
                 local_argv,
                 input=data,
                 capture_output=True,
-                timeout=timeout + 5,
+                timeout=timeout + (5 if self.wraps_timeout else 0),
                 check=False,
                 stdin=None if data is not None else subprocess.DEVNULL,
             )

@@ -28,6 +28,10 @@ def open_target(url: str | Target | None) -> Target:
         if not match:
             raise NetlabError(f"target {text!r} is not a valid ssh URL", f"use {SCHEMES}")
         host = match.group("host").strip("[]")
-        return SshTarget(host, match.group("user"), int(match.group("port")) if match.group("port") else None)
+        port = int(match.group("port")) if match.group("port") else None
+        try:
+            return SshTarget(host, match.group("user"), port)
+        except NetlabError as exc:
+            raise NetlabError(f"target {text!r}: {exc.message}", f"use {SCHEMES}") from None
     scheme = text.split("://", 1)[0] if "://" in text else text
     raise NetlabError(f"target {text!r}: unknown scheme {scheme!r}", f"use {SCHEMES}")

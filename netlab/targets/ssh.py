@@ -34,19 +34,19 @@ class SshTarget(Target):
         connect_timeout: float = 10,
         ssh_options: Sequence[str] = (),
     ):
-        self.host = params.hostname(host, "target host")
+        self.hostname = params.hostname(host, "target host")
         self.user = params.user(user, "target user") if user else None
         # Without an explicit port, ssh's own configuration decides (ssh_config Port).
         self.port = params.port(port, "target port") if port is not None else None
         self.connect_timeout = connect_timeout
         self.ssh_options = list(ssh_options)
         who = f"{self.user}@" if self.user else ""
-        host_part = f"[{self.host}]" if ":" in self.host else self.host
+        host_part = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
         self.url = f"ssh://{who}{host_part}" + (f":{self.port}" if self.port else "")
 
     def _spawn_argv(self, argv: Sequence[str], timeout: float) -> list[str]:
         remote = shlex.join(["timeout", "-k", "2", f"{timeout:g}", *argv])
-        dest = f"{self.user}@{self.host}" if self.user else self.host
+        dest = f"{self.user}@{self.hostname}" if self.user else self.hostname
         return [
             "ssh",
             "-o", "BatchMode=yes",

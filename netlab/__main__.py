@@ -1,0 +1,3 @@
+from netlab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""Finding and removing what netlab left behind, by name.
+
+Probes remove themselves in ``finally`` blocks; this sweep handles what survives a
+``kill -9`` of their process (a restarted or killed Jupyter kernel): tracefs instances,
+iterator pins and kprobe events named ``<prefix>_<kind>_<pid>`` whose pid is dead. With
+``everything`` it also removes live ones and tears the lab down.
+"""
+
+from __future__ import annotations
+
+from netlab import mounts, naming
+from netlab.errors import NetlabError
+from netlab.probes import bpf_iter, tracefs
+from netlab.targets import LocalTarget, Target
+
+
+def _kprobe_orphans(target: Target, everything: bool) -> list[str]:
+    try:
+        base = mounts.tracefs(target, mount=False)
+    except NetlabError:
+        return []
+    text = target.try_read_text(f"{base}/kprobe_events") or ""
+    names = []
+    for line in text.splitlines():
+        # p:kprobes/nlab_kp_123 tcp_recvmsg
+        event = line.split()[0].split(":", 1)[-1].split("/")[-1] if line.strip() else ""
+        owner = naming.probe_owner(event)
+        if naming.owned(event) and (everything or owner is None or not naming.pid_alive(owner)):
+            names.append(event)
+    return names
+
+
+def sweep_orphans(target: Target | None = None, *, everything: bool = False) -> list[str]:
+    """Remove leftovers of dead netlab processes (all of them with ``everything``)."""
+    target = (target or LocalTarget()).host()
+    removed: list[str] = []
+    instances = tracefs.orphan_instances(target)
+    pins = bpf_iter.orphan_pins(target)
+    if everything:
+        instances = _all_owned(target, "instances")
+        pins = [p for p in _list(target, mounts.BPFFS) if naming.probe_owner(p.rsplit("/", 1)[-1])]
+    for path in instances:
+        try:
+            tracefs.remove_instance(target, path)
+            removed.append(path)
+        except NetlabError:
+            pass
+    for pin in pins:
+        if target.run(["rm", "-f", pin], check=False).ok:
+            removed.append(pin)
+    for event in _kprobe_orphans(target, everything):
+        base = mounts.tracefs(target, mount=False)
+        target.write_text(f"{base}/kprobe_events", f"-:{event}\n", append=True)
+        removed.append(f"kprobe {event}")
+    return removed
+
+
+def _list(target: Target, directory: str) -> list[str]:
+    out = target.run(["ls", "-1", directory], check=False).stdout.split()
+    return [f"{directory}/{n}" for n in out if naming.owned(n)]
+
+
+def _all_owned(target: Target, sub: str) -> list[str]:
+    try:
+        base = mounts.tracefs(target, mount=False)
+    except NetlabError:
+        return []
+    return _list(target, f"{base}/{sub}")
+
+
+def sweep_everything() -> list[str]:
+    """``netlab cleanup --all``: every probe object and every lab scenario."""
+    from netlab import lab
+
+    removed = sweep_orphans(everything=True)
+    removed += lab.down(all=True)
+    return removed

@@ -1,0 +1,208 @@
+"""The ``netlab`` command line.
+
+Every user-fixable problem ends as one line on stderr (``netlab: ...``) and exit
+status 2; Ctrl-C sweeps probes and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from netlab.errors import NetlabError
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from netlab import doctor
+
+    report = doctor.check(args.target)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.text())
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from netlab import lab
+
+    if args.lab_command == "list":
+        rows = [{"scenario": s.name, "investigation": s.investigation, "about": s.description} for s in lab.SCENARIOS().values()]
+        if args.json:
+            _print_json(rows)
+        else:
+            for row in rows:
+                print(f"{row['scenario']:<20} -> netlab run {row['investigation']}\n    {row['about'].strip()}\n")
+        return 0
+    if args.lab_command == "up":
+        params = lab.up(args.name, healthy=args.healthy)
+        if args.json:
+            _print_json(params)
+        else:
+            twin = "healthy twin" if args.healthy else "incident"
+            print(f"lab {args.name} is up ({twin}); parameters saved for `netlab run ... --lab {args.name}`:")
+            _print_json(params)
+        return 0
+    if args.lab_command == "verify":
+        result = lab.verify(args.name)
+        if args.json:
+            _print_json({"scenario": result.scenario, "healthy": result.healthy, "ok": result.ok,
+                         "checks": result.frame().to_dict(orient="records")})  # fmt: skip
+        else:
+            print(result.text())
+        return 0 if result.ok else 1
+    if args.lab_command == "status":
+        rows = lab.status()
+        if args.json:
+            _print_json(rows)
+        else:
+            for row in rows:
+                print(f"{row['scenario']:<20} {row['state']}")
+        return 0
+    if args.lab_command == "down":
+        if not args.name and not args.all:
+            raise NetlabError("lab down: name a scenario or use --all")
+        removed = lab.down(args.name, all=args.all)
+        if args.json:
+            _print_json({"removed": removed})
+        else:
+            print("removed: " + (", ".join(removed) if removed else "nothing was up"))
+        return 0
+    raise NetlabError("lab: choose list, up, verify, status or down")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from netlab.report import run as runner
+
+    parameters = runner.parse_parameters(args.p)
+    if args.targets:
+        from netlab.report import batch
+
+        index = batch.run_many(args.investigation, args.targets, lab=args.lab, parameters=parameters,
+                               out=args.out, timeout=args.timeout, jobs=args.jobs)  # fmt: skip
+        if args.json:
+            _print_json(index.rows)
+        else:
+            print(index.text())
+        return 0
+    result = runner.run(args.investigation, target=args.target, lab=args.lab, parameters=parameters,
+                        out=args.out, timeout=args.timeout, keep_code=args.keep_code)  # fmt: skip
+    if args.json:
+        _print_json(result.findings.to_dict())
+    else:
+        f = result.findings
+        print(f"{f.investigation} on {f.target}: {f.verdict}\n{f.summary}")
+        print(f"notebook: {result.notebook}")
+        if result.html:
+            print(f"report:   {result.html}")
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from netlab import cleanup
+
+    removed = cleanup.sweep_everything() if args.all else cleanup.sweep_orphans()
+    if args.json:
+        _print_json({"removed": removed})
+    else:
+        print("removed: " + (", ".join(removed) if removed else "nothing"))
+    return 0
+
+
+def cmd_writeup(args: argparse.Namespace) -> int:
+    from netlab.report import writeup
+
+    paths = writeup.write(args.notebook, out=args.out)
+    if args.json:
+        _print_json({k: str(v) for k, v in paths.items()})
+    else:
+        for kind, path in paths.items():
+            print(f"{kind}: {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from netlab.report import demo
+
+    return demo.main(out=args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="netlab", description="Guided investigations of node networking incidents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("doctor", help="what this node can do, probed")
+    p.add_argument("--target", default="local", help="local, netns://NAME or ssh://[user@]host[:port]")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("lab", help="reproduce the incidents in network namespaces")
+    lab_sub = p.add_subparsers(dest="lab_command", required=True)
+    for name, helptext in (("list", "the scenarios"), ("status", "what is up")):
+        q = lab_sub.add_parser(name, help=helptext)
+        q.add_argument("--json", action="store_true")
+    q = lab_sub.add_parser("up", help="bring a scenario up (idempotent)")
+    q.add_argument("name")
+    q.add_argument("--healthy", action="store_true", help="the same topology without the fault")
+    q.add_argument("--json", action="store_true")
+    q = lab_sub.add_parser("verify", help="demonstrate the symptom (or that the healthy twin works)")
+    q.add_argument("name")
+    q.add_argument("--json", action="store_true")
+    q = lab_sub.add_parser("down", help="remove a scenario, or everything netlab made")
+    q.add_argument("name", nargs="?")
+    q.add_argument("--all", action="store_true")
+    q.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_lab)
+
+    p = sub.add_parser("run", help="run an investigation notebook headlessly")
+    p.add_argument("investigation")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--target", default="local")
+    where.add_argument("--targets", help="file with one target URL per line (batch)")
+    p.add_argument("--lab", default="", help="take parameters from this lab scenario")
+    p.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"), help="notebook parameter")
+    p.add_argument("--out", default="reports")
+    p.add_argument("--timeout", type=float, default=900, help="per-cell timeout, seconds")
+    p.add_argument("--jobs", type=int, default=4, help="batch: targets run at once")
+    p.add_argument("--keep-code", action="store_true", help="show code cells in the HTML report")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("cleanup", help="remove probes left by killed netlab processes")
+    p.add_argument("--all", action="store_true", help="also live probes and every lab scenario")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_cleanup)
+
+    p = sub.add_parser("writeup", help="turn an executed investigation into a write-up")
+    p.add_argument("notebook")
+    p.add_argument("--out", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_writeup)
+
+    p = sub.add_parser("demo", help="every lab scenario, investigated, with reports")
+    p.add_argument("--out", default="reports/demo")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NetlabError as exc:
+        print(f"netlab: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        from netlab import cleanup
+
+        cleanup.sweep_orphans()
+        print("netlab: interrupted; probes removed", file=sys.stderr)
+        return 130

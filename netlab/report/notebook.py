@@ -1,0 +1,75 @@
+"""Notebook-side set-up and reading findings back from executed notebooks."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from netlab.errors import NetlabError
+from netlab.findings import FINDINGS_MIME, Findings
+
+
+def init_notebook() -> None:
+    """The one call at the top of every investigation notebook.
+
+    - plotly charts embed plotly.js in the notebook, so reports render with no network
+      (jump hosts rarely have any);
+    - a :class:`NetlabError` shows as one line with its remedy, not a traceback;
+    - probes left behind by a killed earlier kernel are swept (by netlab's naming).
+    """
+    import plotly.io as pio
+
+    pio.renderers.default = "notebook+plotly_mimetype"
+    try:
+        from IPython import get_ipython
+    except ImportError:  # plain Python
+        return
+    shell = get_ipython()
+    if shell is not None:
+
+        def show_netlab_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> None:
+            print(f"netlab: {value}")
+
+        shell.set_custom_exc((NetlabError,), show_netlab_error)
+    from netlab import cleanup
+
+    cleanup.sweep_orphans()
+
+
+def _load(nb: str | os.PathLike[str] | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(nb, dict):
+        return nb
+    try:
+        with open(nb, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise NetlabError(f"cannot read notebook {nb}: {exc}") from None
+
+
+def read_findings(nb: str | os.PathLike[str] | dict[str, Any]) -> Findings:
+    """The findings recorded in an executed notebook (the last ones, if several)."""
+    data = _load(nb)
+    found: dict[str, Any] | None = None
+    for cell in data.get("cells", []):
+        for output in cell.get("outputs", []) or []:
+            payload = output.get("data", {}).get(FINDINGS_MIME)
+            if payload is not None:
+                found = payload if isinstance(payload, dict) else json.loads(payload)
+    if found is None:
+        raise NetlabError(f"{nb}: no findings recorded (did the notebook finish?)")
+    return Findings.from_dict(found)
+
+
+def notebook_error(nb: str | os.PathLike[str] | dict[str, Any]) -> str | None:
+    """The error that stopped an executed notebook, as one line, or None."""
+    data = _load(nb)
+    for cell in data.get("cells", []):
+        for output in cell.get("outputs", []) or []:
+            if output.get("output_type") == "error":
+                return f"{output.get('ename')}: {output.get('evalue')}"
+            text = "".join(output.get("text", [])) if output.get("name") == "stdout" else ""
+            for line in text.splitlines():
+                if line.startswith("netlab: "):
+                    return line[len("netlab: "):]
+    return None

@@ -1,0 +1,147 @@
+"""``netlab run``: execute an investigation notebook with papermill, keep the executed
+notebook as the record of the run, render the HTML report, read the findings back."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from netlab import params as validate
+from netlab.errors import NetlabError
+from netlab.findings import Findings
+from netlab.investigations import REGISTRY, InvestigationInfo
+from netlab.report.notebook import notebook_error, read_findings
+
+
+@dataclass
+class RunResult:
+    findings: Findings
+    notebook: Path
+    html: Path | None
+
+
+def notebooks_dir() -> Path:
+    """The notebooks shipped with the kit (the repository's ``notebooks/``)."""
+    env = os.environ.get("NETLAB_NOTEBOOKS")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parents[2] / "notebooks"
+    if here.is_dir():
+        return here
+    raise NetlabError("cannot find netlab's notebooks/ directory", "set NETLAB_NOTEBOOKS")
+
+
+def investigation(name: str) -> InvestigationInfo:
+    info = REGISTRY.get(name)
+    if info is None:
+        raise NetlabError(f"no investigation {name!r}", f"choose one of: {', '.join(REGISTRY)}")
+    return info
+
+
+def parse_parameters(pairs: list[tuple[str, str]] | None) -> dict[str, Any]:
+    """``-p KEY VALUE`` pairs; values are parsed as JSON when they look like it."""
+    import json
+
+    out: dict[str, Any] = {}
+    for key, value in pairs or []:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", key):
+            raise NetlabError(f"parameter name {key!r} is not a valid identifier")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def run(
+    name: str,
+    *,
+    target: str = "local",
+    lab: str = "",
+    parameters: dict[str, Any] | None = None,
+    out: str | os.PathLike[str] = "reports",
+    timeout: float = 900,
+    html: bool = True,
+    keep_code: bool = False,
+) -> RunResult:
+    """Execute investigation ``name`` headlessly and return its findings and files."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    info = investigation(name)
+    source = notebooks_dir() / info.notebook
+    if not source.exists():
+        raise NetlabError(f"notebook {source} is missing")
+    if lab:
+        validate.name(lab, "lab")
+    from netlab.targets import open_target
+
+    open_target(target)  # validate before starting a kernel
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{name}-{lab or target}-{stamp}")
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / f"{slug}.ipynb"
+    injected = {"target": target, "lab": lab, **(parameters or {})}
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(executed),
+            parameters=injected,
+            kernel_name="python3",
+            progress_bar=False,
+            log_output=False,
+            execution_timeout=timeout,
+            cwd=str(source.parent),
+        )
+    except PapermillExecutionError:
+        problem = notebook_error(executed) or "the notebook failed"
+        raise NetlabError(f"{name}: {problem}", f"the executed notebook is {executed}") from None
+    except KeyboardInterrupt:
+        raise
+    finally:
+        from netlab import cleanup
+
+        cleanup.sweep_orphans()
+    findings = read_findings(executed)
+    page = render_html(executed, keep_code=keep_code) if html else None
+    return RunResult(findings, executed, page)
+
+
+def render_html(executed: Path, *, keep_code: bool = False) -> Path:
+    """The report: verdict first, code hidden unless ``keep_code``, charts offline."""
+    import nbconvert
+    import nbformat
+
+    template_dir = report_templates()
+    exporter = nbconvert.HTMLExporter(
+        template_name="netlab-report",
+        extra_template_basedirs=[str(template_dir)],
+        exclude_input=not keep_code,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+    )
+    nb = nbformat.read(str(executed), as_version=4)
+    try:
+        nb.metadata["netlab"] = read_findings(nb).to_dict()
+    except NetlabError:
+        pass  # a failed run still gets its page, without a verdict header
+    body, _ = exporter.from_notebook_node(nb)
+    page = executed.with_suffix(".html")
+    page.write_text(body, encoding="utf-8")
+    return page
+
+
+def report_templates() -> Path:
+    env = os.environ.get("NETLAB_TEMPLATES")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parents[2] / "templates"
+    if here.is_dir():
+        return here
+    return Path(str(resources.files("netlab")))

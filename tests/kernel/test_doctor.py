@@ -1,0 +1,85 @@
+"""The doctor's probes on the real kernel, checked against independent ground truth."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import pytest
+
+from netlab import doctor
+from netlab.cli import main
+
+pytestmark = pytest.mark.kernel
+
+
+def kernel_config(option: str) -> str | None:
+    try:
+        with gzip.open("/proc/config.gz", "rt") as handle:
+            for line in handle:
+                if line.startswith(f"{option}="):
+                    return line.strip().split("=", 1)[1]
+    except OSError:
+        return None
+    return None
+
+
+@pytest.fixture(scope="module")
+def report() -> doctor.Report:
+    return doctor.check("local")
+
+
+def test_every_capability_is_decided(report: doctor.Report) -> None:
+    undecided = {n: c.detail for n, c in report.checks.items() if c.available is None}
+    assert not undecided
+
+
+def test_btf_matches_the_file(report: doctor.Report) -> None:
+    assert report.ok("btf") == os.path.exists("/sys/kernel/btf/vmlinux")
+
+
+def test_kprobes_match_the_kernel_config(report: doctor.Report) -> None:
+    config = kernel_config("CONFIG_KPROBES")
+    if config is None and not os.path.exists("/proc/config.gz"):
+        pytest.skip("no /proc/config.gz to compare with")
+    assert report.ok("kprobes") == (config == "y")
+
+
+def test_tracepoints_work_and_leave_nothing(report: doctor.Report) -> None:
+    assert report.ok("tracepoints")
+    instances = os.listdir("/sys/kernel/tracing/instances")
+    assert not [i for i in instances if i.startswith("nlab")]
+
+
+def test_bcc_compiles_and_headers_are_judged(report: doctor.Report) -> None:
+    assert report.ok("bcc_compile")
+    release = os.uname().release
+    build = os.path.realpath(f"/lib/modules/{release}/build")
+    matches = release in build
+    assert report.ok("kernel_headers") == matches
+    if not matches:
+        assert "mismatched" in report.checks["kernel_headers"].detail
+
+
+def test_lab_machine_facts(report: doctor.Report) -> None:
+    """The facts KERNEL-LAB.md measured on this VM kind (skip elsewhere)."""
+    if kernel_config("CONFIG_KPROBES") == "y":
+        pytest.skip("this kernel has kprobes: not the lab VM kind")
+    assert report.ok("btf") and report.ok("tracepoints") and report.ok("bcc_compile")
+    assert not report.ok("kprobes") and not report.ok("fentry")
+    steps = report.steps()
+    assert steps["stuck-tcp: recvmsg call trace"].startswith("unavailable")
+
+
+def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["doctor", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["capabilities"]["btf"]["available"] is True
+    assert "steps" in data
+
+
+def test_frame() -> None:
+    frame = doctor.frame("local")
+    assert {"name", "available", "detail"} <= set(frame.columns)

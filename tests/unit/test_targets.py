@@ -1,0 +1,79 @@
+"""Target URLs, argument quoting and one-line errors (no root needed)."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from netlab.errors import NetlabError
+from netlab.targets import LocalTarget, NetnsTarget, SshTarget, open_target
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "canonical"),
+    [
+        ("local", LocalTarget, "local"),
+        ("", LocalTarget, "local"),
+        ("netns://nlab-stk-node", NetnsTarget, "netns://nlab-stk-node"),
+        ("ssh://root@127.0.0.1", SshTarget, "ssh://root@127.0.0.1"),
+        ("ssh://node-3.example.org:2222", SshTarget, "ssh://node-3.example.org:2222"),
+        ("ssh://admin@[fd00::1]:22", SshTarget, "ssh://admin@[fd00::1]:22"),
+    ],
+)
+def test_valid_targets(url: str, kind: type, canonical: str) -> None:
+    target = open_target(url)
+    assert isinstance(target, kind)
+    assert target.url == canonical
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("ssh://host;rm -rf /", "not a valid host"),
+        ("ssh://$(reboot)", "not a valid"),
+        ("ssh://-oProxyCommand=x", "not a valid host"),
+        ("ssh://root@host:99999", "outside 1-65535"),
+        ("ssh://ro ot@host", "not a valid user"),
+        ("gopher://x", "unknown scheme 'gopher'"),
+        ("netns://a b", "not a valid name"),
+        ("netns://../etc", "not a valid name"),
+    ],
+)
+def test_invalid_targets_get_one_line_errors(url: str, words: str) -> None:
+    with pytest.raises(NetlabError) as info:
+        open_target(url)
+    message = str(info.value)
+    assert words in message
+    assert "\n" not in message
+
+
+def test_ssh_quotes_every_argument_and_bounds_time() -> None:
+    target = SshTarget("127.0.0.1", "root")
+    argv = target._spawn_argv(["cat", "/tmp/a b; reboot"], 7)
+    assert argv[:2] == ["ssh", "-o"]
+    assert "StrictHostKeyChecking=yes" in argv and "BatchMode=yes" in argv
+    remote = argv[-1]
+    # The remote shell sees exactly one argument for the path, and a timeout wrapper.
+    assert shlex.split(remote) == ["timeout", "-k", "2", "7", "cat", "/tmp/a b; reboot"]
+
+
+def test_run_refuses_shell_strings() -> None:
+    with pytest.raises(TypeError):
+        LocalTarget().run("ls -l")  # type: ignore[arg-type]
+
+
+def test_missing_command_is_one_line() -> None:
+    with pytest.raises(NetlabError, match="command 'netlab-no-such-tool' not found"):
+        LocalTarget().run(["netlab-no-such-tool"])
+
+
+def test_failed_command_names_it() -> None:
+    with pytest.raises(NetlabError) as info:
+        LocalTarget().run(["ls", "/netlab/does/not/exist"])
+    assert "ls /netlab/does/not/exist" in str(info.value)
+
+
+def test_timeout_is_reported() -> None:
+    with pytest.raises(NetlabError, match="did not finish within 0.5 s"):
+        LocalTarget().run(["sleep", "10"], timeout=0.5)
