@@ -1,0 +1,84 @@
+"""The report plumbing: record -> executed notebook -> findings, HTML, write-up, batch
+index. Uses a tiny notebook in place of an investigation (no kernel access needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from netlab.errors import NetlabError
+from netlab.findings import Findings
+from netlab.report import batch, read_findings, writeup
+from netlab.report import run as runner
+
+RECORDING = """
+import netlab.report
+from netlab.findings import Findings, Evidence
+import pandas as pd
+netlab.report.init_notebook()
+f = Findings("stuck-tcp", target, "stale-sockmap-entry", f"lab={lab} port={port}",
+             evidence=[Evidence.table("sockmap", pd.DataFrame({"sip": ["10.0.0.1"], "sport": [80]}))],
+             mechanisms={"sockmap dump": "bpftool"}, remediation=["bpftool map delete id 1 key hex 00"])
+netlab.report.record(f)
+"""
+
+
+@pytest.fixture
+def notebooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('target: str = "local"\nlab: str = ""\nport: int = 1')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# A test investigation\nWhat we check."), params,
+                nbformat.v4.new_code_cell(RECORDING)]  # fmt: skip
+    directory = tmp_path / "notebooks"
+    directory.mkdir()
+    nbformat.write(nb, directory / "stuck-tcp.ipynb")
+    monkeypatch.setenv("NETLAB_NOTEBOOKS", str(directory))
+    return directory
+
+
+def test_run_records_findings_and_renders_offline_html(notebooks: Path, tmp_path: Path) -> None:
+    result = runner.run("stuck-tcp", lab="stuck-tcp", parameters={"port": 8080}, out=tmp_path / "out")
+    assert result.findings.verdict == "stale-sockmap-entry"
+    assert result.findings.summary == "lab=stuck-tcp port=8080"
+    assert read_findings(result.notebook).to_dict() == result.findings.to_dict()
+    assert result.html is not None
+    page = result.html.read_text()
+    assert page.index("stale-sockmap-entry") < page.index("A test investigation")
+    assert "bpftool map delete id 1 key hex 00" in page
+    assert 'src="http' not in page  # offline: nothing from a CDN
+    assert "RECORDING" not in page and "netlab.report.record(f)" not in page  # code hidden
+
+
+def test_writeup(notebooks: Path, tmp_path: Path) -> None:
+    result = runner.run("stuck-tcp", out=tmp_path / "out")
+    paths = writeup.write(str(result.notebook))
+    markdown = paths["markdown"].read_text()
+    assert "# stuck-tcp: `stale-sockmap-entry`" in markdown
+    assert "| sip" in markdown and "What we check." in markdown
+    assert "<code>stale-sockmap-entry</code>" in paths["html"].read_text()
+
+
+def test_unknown_investigation_and_bad_parameters() -> None:
+    with pytest.raises(NetlabError, match="no investigation 'nope'"):
+        runner.run("nope")
+    with pytest.raises(NetlabError, match="not a valid identifier"):
+        runner.parse_parameters([("a-b", "1")])
+    assert runner.parse_parameters([("n", "3"), ("s", "x y")]) == {"n": 3, "s": "x y"}
+
+
+def test_findings_round_trip() -> None:
+    f = Findings("x", "local", "healthy", "fine")
+    assert Findings.from_dict(json.loads(f.to_json())).to_dict() == f.to_dict()
+    assert f.healthy and "healthy" in f._repr_html_()
+
+
+def test_targets_file_errors_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "nodes.txt"
+    path.write_text("# nodes\nlocal\nssh://bad host\n")
+    with pytest.raises(NetlabError, match="line 3"):
+        batch.read_targets(str(path))
