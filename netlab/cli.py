@@ -34,12 +34,17 @@ def cmd_lab(args: argparse.Namespace) -> int:
     from netlab import lab
 
     if args.lab_command == "list":
-        rows = [{"scenario": s.name, "investigation": s.investigation, "about": s.description} for s in lab.SCENARIOS().values()]
+        rows = [
+            {"scenario": s.name, "investigation": s.investigation, "about": s.description}
+            for s in lab.SCENARIOS().values()
+        ]
         if args.json:
             _print_json(rows)
         else:
             for row in rows:
-                print(f"{row['scenario']:<20} -> netlab run {row['investigation']}\n    {row['about'].strip()}\n")
+                print(
+                    f"{row['scenario']:<20} -> netlab run {row['investigation']}\n    {row['about'].strip()}\n"
+                )
         return 0
     if args.lab_command == "up":
         params = lab.up(args.name, healthy=args.healthy)
@@ -135,7 +140,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="netlab", description="Guided investigations of node networking incidents.")
+    parser = argparse.ArgumentParser(
+        prog="netlab", description="Guided investigations of node networking incidents."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("doctor", help="what this node can do, probed")

@@ -97,7 +97,9 @@ STEP_MECHANISMS: dict[str, list[tuple[str, list[str]]]] = {
     "packet-drops: netfilter rules": [("iptables-save -c / nft -j", ["iptables"])],
     "packet-drops: conntrack": [("conntrack over netlink", ["conntrack"])],
     "route-cache: rt6_stats": [("/proc/net/rt6_stats", ["rt6_stats"])],
-    "route-cache: percpu fast vs slow": [("BPF iterator reading the percpu counter (CO-RE)", ["btf", "bpf_iter", "bpftool"])],
+    "route-cache: percpu fast vs slow": [
+        ("BPF iterator reading the percpu counter (CO-RE)", ["btf", "bpf_iter", "bpftool"])
+    ],
     "route-cache: ip6_pkt_drop trace": [
         ("kprobe on ip6_pkt_drop with stacks", ["kprobes"]),
         ("tracefs skb:kfree_skb filtered to IPv6 route drop reasons", ["tracepoints"]),
@@ -237,7 +239,7 @@ def _python_probe(target: Target, code: str, timeout: float = 60) -> tuple[bool,
     result = target.run([python, "-c", code], timeout=timeout, check=False)
     if result.ok:
         return True, result.stdout.strip()
-    lines = [l for l in result.stderr.splitlines() if l.strip() and not l.startswith((" ", "Traceback"))]
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith((" ", "Traceback"))]
     return False, (lines[-1] if lines else result.brief_error())[:200]
 
 
@@ -293,7 +295,9 @@ def _fentry(target: Target, report: Report) -> Check:
     if not ok and "super-user" in out:
         # BCC words every EPERM from the kernel as a privilege problem.
         out = "the kernel refused to load it (EPERM) even with CAP_BPF and CAP_SYS_ADMIN"
-    return Check("fentry", ok, "loaded an fentry program on tcp_recvmsg" if ok else f"fentry load failed: {out}")
+    return Check(
+        "fentry", ok, "loaded an fentry program on tcp_recvmsg" if ok else f"fentry load failed: {out}"
+    )
 
 
 @probe("bpffs")
@@ -328,7 +332,9 @@ def _bpftool_json(target: Target, report: Report) -> Check:
         data = target.run_json(["bpftool", "-j", "prog", "show"])
     except NetlabError as exc:
         return Check("bpftool_json", False, exc.message)
-    return Check("bpftool_json", isinstance(data, list), f"`bpftool -j prog show` listed {len(data or [])} programs")
+    return Check(
+        "bpftool_json", isinstance(data, list), f"`bpftool -j prog show` listed {len(data or [])} programs"
+    )
 
 
 @probe("bpf_iter")
@@ -380,7 +386,9 @@ def _conntrack(target: Target, report: Report) -> Check:
     count = target.run(["conntrack", "-C"], check=False)
     if not count.ok:
         return Check("conntrack", False, f"conntrack netlink: {count.brief_error()}")
-    return Check("conntrack", True, f"{version.stdout.strip()}; netlink answers ({count.stdout.strip()} entries)")
+    return Check(
+        "conntrack", True, f"{version.stdout.strip()}; netlink answers ({count.stdout.strip()} entries)"
+    )
 
 
 @probe("rt6_stats")

@@ -66,9 +66,7 @@ class Findings:
             "verdict": self.verdict,
             "healthy": self.healthy,
             "summary": self.summary,
-            "evidence": [
-                {"title": e.title, "note": e.note, "rows": e.rows} for e in self.evidence
-            ],
+            "evidence": [{"title": e.title, "note": e.note, "rows": e.rows} for e in self.evidence],
             "mechanisms": dict(self.mechanisms),
             "remediation": list(self.remediation),
             "reasons": list(self.reasons),
@@ -87,8 +85,7 @@ class Findings:
             verdict=data["verdict"],
             summary=data["summary"],
             evidence=[
-                Evidence(e["title"], e.get("rows", []), e.get("note", ""))
-                for e in data.get("evidence", [])
+                Evidence(e["title"], e.get("rows", []), e.get("note", "")) for e in data.get("evidence", [])
             ],
             mechanisms=dict(data.get("mechanisms", {})),
             remediation=list(data.get("remediation", [])),

@@ -38,7 +38,9 @@ def _host_for_url(address: str) -> str:
 def ping(target: Target, address: str, *, timeout: float = 2.0, vantage: str | None = None) -> ProbeResult:
     addr = params.ip_address(address, "address")
     deadline = max(1, int(round(timeout)))
-    result = target.run(["ping", "-n", "-c", "1", "-W", str(deadline), addr], timeout=timeout + 3, check=False)
+    result = target.run(
+        ["ping", "-n", "-c", "1", "-W", str(deadline), addr], timeout=timeout + 3, check=False
+    )
     match = re.search(r"time=([\d.]+) ms", result.stdout)
     return ProbeResult(
         vantage or target.url, "ping", addr, result.ok,

@@ -62,4 +62,8 @@ class Session:
         )
 
     def inconclusive(self, reasons: list[str]) -> Findings:
-        return self.findings(INCONCLUSIVE, "The evidence needed for a verdict is missing: " + "; ".join(reasons), reasons=reasons)
+        return self.findings(
+            INCONCLUSIVE,
+            "The evidence needed for a verdict is missing: " + "; ".join(reasons),
+            reasons=reasons,
+        )

@@ -26,7 +26,17 @@ from netlab.errors import NetlabError
 from netlab.lab.scenario import Scenario, VerifyResult
 from netlab.lab.topology import destroy_namespaces, owned_namespaces
 
-__all__ = ["SCENARIOS", "Scenario", "VerifyResult", "down", "load_params", "running", "status", "up", "verify"]
+__all__ = [
+    "SCENARIOS",
+    "Scenario",
+    "VerifyResult",
+    "down",
+    "load_params",
+    "running",
+    "status",
+    "up",
+    "verify",
+]
 
 
 def _registry() -> dict[str, Scenario]:
@@ -79,7 +89,13 @@ def up(name: str, *, healthy: bool = False) -> dict[str, Any]:
         # A half-built lab is worse than none.
         _teardown(scn)
         raise
-    params = {"scenario": scn.name, "investigation": scn.investigation, "healthy": healthy, **topo.params(), **params}
+    params = {
+        "scenario": scn.name,
+        "investigation": scn.investigation,
+        "healthy": healthy,
+        **topo.params(),
+        **params,
+    }
     os.makedirs(state_dir(), exist_ok=True)
     with open(_state_path(name), "w") as handle:
         json.dump(params, handle, indent=2)
@@ -123,7 +139,14 @@ def status() -> list[dict[str, Any]]:
         except NetlabError:
             live = [n for n in scn.topology().namespaces() if os.path.exists(f"/run/netns/{n}")]
             state = "leftovers: run `netlab lab down --all`" if live else "down"
-        rows.append({"scenario": scn.name, "state": state, "investigation": scn.investigation, "about": scn.description.split("\n")[0]})
+        rows.append(
+            {
+                "scenario": scn.name,
+                "state": state,
+                "investigation": scn.investigation,
+                "about": scn.description.split("\n")[0],
+            }
+        )
     return rows
 
 

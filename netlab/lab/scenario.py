@@ -38,9 +38,13 @@ class VerifyResult:
 
     def text(self) -> str:
         twin = "healthy twin" if self.healthy else "incident"
-        lines = [f"verify {self.scenario} ({twin}): {'reproduced as described' if self.ok else 'NOT as described'}"]
+        lines = [
+            f"verify {self.scenario} ({twin}): {'reproduced as described' if self.ok else 'NOT as described'}"
+        ]
         for c in self.checks:
-            lines.append(f"  [{'ok' if c.ok else 'FAIL'}] {c.check}: expected {c.expected}; observed {c.observed}")
+            lines.append(
+                f"  [{'ok' if c.ok else 'FAIL'}] {c.check}: expected {c.expected}; observed {c.observed}"
+            )
         return "\n".join(lines)
 
 

@@ -98,7 +98,23 @@ class Topology:
         sysctl(node, "net.ipv6.conf.all.forwarding", "1")
         # Uplink node <-> remote.
         if not link_exists(node, "eth0"):
-            sh(["ip", "-n", node, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", remote])
+            sh(
+                [
+                    "ip",
+                    "-n",
+                    node,
+                    "link",
+                    "add",
+                    "eth0",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "netns",
+                    remote,
+                ]
+            )
         for ns, v4, v6 in ((node, NODE_V4, NODE_V6), (remote, REMOTE_V4, REMOTE_V6)):
             sysctl(ns, "net.ipv6.conf.eth0.accept_dad", "0")
             sh(["ip", "-n", ns, "addr", "replace", f"{v4}/24", "dev", "eth0"])

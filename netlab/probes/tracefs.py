@@ -92,7 +92,9 @@ def remove_instance(target: Target, path: str) -> None:
     target.write_text(f"{path}/tracing_on", "0")
     target.write_text(f"{path}/events/enable", "0")
     # Triggers survive disabling; rmdir fails with EBUSY while any is set.
-    result = target.run(["sh", "-c", 'grep -l -v "^#" "$1"/events/*/*/trigger 2>/dev/null', "sh", path], check=False)
+    result = target.run(
+        ["sh", "-c", 'grep -l -v "^#" "$1"/events/*/*/trigger 2>/dev/null', "sh", path], check=False
+    )
     for trigger_file in result.stdout.split():
         for line in target.read_text(trigger_file).splitlines():
             if line and not line.startswith("#"):

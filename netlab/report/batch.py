@@ -59,7 +59,18 @@ def read_targets(path: str) -> list[str]:
 
 def run_one(investigation: str, target: str, *, lab: str, parameters: dict[str, Any], out: Path,
             timeout: float) -> dict[str, Any]:  # fmt: skip
-    argv = [sys.executable, "-m", "netlab", "run", investigation, "--target", target, "--out", str(out), "--json"]
+    argv = [
+        sys.executable,
+        "-m",
+        "netlab",
+        "run",
+        investigation,
+        "--target",
+        target,
+        "--out",
+        str(out),
+        "--json",
+    ]
     if lab:
         argv += ["--lab", lab]
     for key, value in parameters.items():
@@ -92,7 +103,9 @@ def run_many(investigation: str, targets_file: str, *, lab: str = "", parameters
         index, target = item
         directory = base / f"{index:03d}"
         directory.mkdir(exist_ok=True)
-        row = run_one(investigation, target, lab=lab, parameters=parameters or {}, out=directory, timeout=timeout)
+        row = run_one(
+            investigation, target, lab=lab, parameters=parameters or {}, out=directory, timeout=timeout
+        )
         if row["report"]:
             row["report"] = f"{directory.name}/{row['report']}"
         return row

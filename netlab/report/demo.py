@@ -34,7 +34,9 @@ def main(out: str = "reports/demo") -> int:
             result = run.run(info.name, lab=info.lab, out=base)
             row.update(verdict=result.findings.verdict, summary=result.findings.summary,
                        report=result.html.name if result.html else None)  # fmt: skip
-            print(f"   verdict: {result.findings.verdict} ({time.monotonic() - started:.0f} s)\n   {result.findings.summary}")
+            print(
+                f"   verdict: {result.findings.verdict} ({time.monotonic() - started:.0f} s)\n   {result.findings.summary}"
+            )
         except NetlabError as exc:
             row["error"] = exc.message
             print(f"   error: {exc}")

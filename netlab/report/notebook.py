@@ -28,7 +28,9 @@ def init_notebook() -> None:
     shell = get_ipython()
     if shell is not None:
 
-        def show_netlab_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> None:
+        def show_netlab_error(
+            shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None
+        ) -> None:
             print(f"netlab: {value}")
 
         shell.set_custom_exc((NetlabError,), show_netlab_error)
@@ -71,5 +73,5 @@ def notebook_error(nb: str | os.PathLike[str] | dict[str, Any]) -> str | None:
             text = "".join(output.get("text", [])) if output.get("name") == "stdout" else ""
             for line in text.splitlines():
                 if line.startswith("netlab: "):
-                    return line[len("netlab: "):]
+                    return line[len("netlab: ") :]
     return None

@@ -17,14 +17,16 @@ def write(notebook: str, out: str | None = None) -> dict[str, Path]:
     source = Path(notebook)
     data = _load(source)
     findings = read_findings(data)
-    narrative = ["".join(c.get("source", "")) for c in data.get("cells", []) if c.get("cell_type") == "markdown"]
+    narrative = [
+        "".join(c.get("source", "")) for c in data.get("cells", []) if c.get("cell_type") == "markdown"
+    ]
     templates = report_templates() / "writeup"
     if not templates.is_dir():
         raise NetlabError(f"write-up templates missing in {templates}")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)), autoescape=jinja2.select_autoescape(["html"]))
-    evidence = [
-        {"title": e.title, "note": e.note, "frame": pd.DataFrame(e.rows)} for e in findings.evidence
-    ]
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates)), autoescape=jinja2.select_autoescape(["html"])
+    )
+    evidence = [{"title": e.title, "note": e.note, "frame": pd.DataFrame(e.rows)} for e in findings.evidence]
     context = {"f": findings, "narrative": narrative, "evidence": evidence, "source": source.name}
     base = Path(out) if out else source.parent
     base.mkdir(parents=True, exist_ok=True)

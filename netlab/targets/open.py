@@ -22,7 +22,7 @@ def open_target(url: str | Target | None) -> Target:
     if text in ("local", "local://", "localhost"):
         return LocalTarget()
     if text.startswith("netns://"):
-        return NetnsTarget(text[len("netns://"):])
+        return NetnsTarget(text[len("netns://") :])
     if text.startswith("ssh://"):
         match = _SSH.match(text)
         if not match:

@@ -54,7 +54,9 @@ def sshd(directory: Path) -> Iterator[Path]:
                 break
             except OSError:
                 if server.poll() is not None:
-                    raise RuntimeError(f"sshd exited: {server.stderr.read().decode() if server.stderr else ''}")
+                    raise RuntimeError(
+                        f"sshd exited: {server.stderr.read().decode() if server.stderr else ''}"
+                    ) from None
                 time.sleep(0.1)
         yield client
     finally:

@@ -70,4 +70,6 @@ def test_unreachable_host_is_one_line(ssh_config: Path) -> None:
 def test_unknown_host_key_is_refused(ssh_config: Path) -> None:
     # 127.0.0.2 reaches the same sshd, but its key is not in known_hosts for that name.
     with pytest.raises(NetlabError, match="cannot reach the node"):
-        SshTarget("127.0.0.2", "root", port=int(ssh_config.read_text().split("Port ")[1].split()[0])).run(["true"])
+        SshTarget("127.0.0.2", "root", port=int(ssh_config.read_text().split("Port ")[1].split()[0])).run(
+            ["true"]
+        )

@@ -31,7 +31,9 @@ def test_no_network_namespaces() -> None:
 
 
 def test_no_bpf_programs_or_pins() -> None:
-    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, check=True).stdout)
+    progs = json.loads(
+        subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, check=True).stdout
+    )
     assert [p for p in progs if p.get("name", "").startswith(P)] == []
     leftovers = []
     for root, dirs, files in os.walk("/sys/fs/bpf"):
@@ -57,7 +59,9 @@ def test_no_lab_processes() -> None:
     out = subprocess.run(["pgrep", "-f", "netlab.lab"], capture_output=True, text=True).stdout
     ours = []
     for pid in out.split():
-        netns = subprocess.run(["ip", "netns", "identify", pid], capture_output=True, text=True).stdout.strip()
+        netns = subprocess.run(
+            ["ip", "netns", "identify", pid], capture_output=True, text=True
+        ).stdout.strip()
         # Lab processes of parallel runs with another prefix are not ours.
         if not netns or netns.startswith(P):
             ours.append((pid, netns))
