@@ -14,7 +14,9 @@ import re
 from netlab.errors import NetlabError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
-_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$")
+_HOST = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$"
+)
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.@:-]{1,15}$")
 _PATH_BAD = re.compile(r"[\x00-\x1f\x7f]")

@@ -9,7 +9,9 @@ from netlab.targets.base import Target
 from netlab.targets.local import LocalTarget, NetnsTarget
 from netlab.targets.ssh import SshTarget
 
-_SSH = re.compile(r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]/]+\]|[^:/@\[\]]+)(?::(?P<port>\d+))?/?$")
+_SSH = re.compile(
+    r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]/]+\]|[^:/@\[\]]+)(?::(?P<port>\d+))?/?$"
+)
 
 SCHEMES = "local, netns://NAME, ssh://[user@]host[:port]"
 
@@ -22,7 +24,7 @@ def open_target(url: str | Target | None) -> Target:
     if text in ("local", "local://", "localhost"):
         return LocalTarget()
     if text.startswith("netns://"):
-        return NetnsTarget(text[len("netns://"):])
+        return NetnsTarget(text[len("netns://") :])
     if text.startswith("ssh://"):
         match = _SSH.match(text)
         if not match:
