@@ -306,7 +306,8 @@ def _encode_union(
     clash = v4 != is_v4_family
     if clash.any():
         bad = int(np.flatnonzero(clash)[0])
+        family_value = frame[f.family_field].iloc[bad] if f.family_field in frame else None
         raise DecodeError(
             f"{where} row {bad} field {f.name}: address {strings[bad]!r} does not match "
-            f"{f.family_field} {frame[f.family_field].iloc[bad] if f.family_field in frame else 'missing'!r}"
+            f"{f.family_field} {family_value!r}"
         )

@@ -90,7 +90,8 @@ class MapLayout:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __str__(self) -> str:
-        return f"{self.table}/{self.variant} ({self.cilium}; key {self.key.size} B, value {self.value.size} B)"
+        sizes = f"key {self.key.size} B, value {self.value.size} B"
+        return f"{self.table}/{self.variant} ({self.cilium}; {sizes})"
 
 
 def _check_struct(name: str, struct: StructLayout) -> None:
