@@ -1,0 +1,226 @@
+"""Struct layouts as data: loading, checking and detecting them.
+
+The layouts live in ``layouts/cilium.json`` (one entry per C struct, each citing the Cilium
+file and version it comes from, and one entry per map pairing a key struct with a value
+struct). This module turns them into :class:`StructLayout` / :class:`MapLayout` objects,
+checks them once at load time (fields inside the struct, no overlaps, sizes that match
+their kind) and picks the layouts that fit a map by its name and key/value sizes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from netlab.errors import DecodeError
+
+#: Size in bytes of each field kind; ``pad`` takes any size.
+KIND_SIZES: dict[str, int | None] = {
+    "ipv4_be": 4,
+    "ipv6": 16,
+    "ip_union": 16,
+    "be16": 2,
+    "le16": 2,
+    "be32": 4,
+    "le32": 4,
+    "le64": 8,
+    "u8": 1,
+    "be16_in_u32": 4,
+    "sock_cookie": 8,
+    "pad": None,
+}
+
+#: The kernel keeps 15 visible characters of a BPF object name (BPF_OBJ_NAME_LEN = 16).
+BPF_OBJ_NAME_VISIBLE = 15
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a struct: where it sits and how its bytes read."""
+
+    name: str
+    offset: int
+    size: int
+    kind: str
+    enum: dict[int, str] | None = None
+    flags: dict[str, int] | None = None
+    family_field: str | None = None
+    ipv4_family: int | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class StructLayout:
+    """A fixed-size C struct as stored in a BPF map key or value."""
+
+    name: str
+    size: int
+    fields: tuple[Field, ...]
+    cilium: str
+    source: str
+    cilium_names: tuple[str, ...] = ()
+    frontend_word: str | None = None
+    note: str = ""
+
+    @property
+    def columns(self) -> list[str]:
+        """Names of the decoded columns (every field but padding)."""
+        return [f.name for f in self.fields if f.kind != "pad"]
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"{self.name} has no field {name!r}")
+
+
+@dataclass(frozen=True)
+class MapLayout:
+    """A key struct and a value struct for one BPF map in one Cilium version range."""
+
+    table: str
+    variant: str
+    cilium: str
+    map_names: tuple[str, ...]
+    key: StructLayout
+    value: StructLayout
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __str__(self) -> str:
+        sizes = f"key {self.key.size} B, value {self.value.size} B"
+        return f"{self.table}/{self.variant} ({self.cilium}; {sizes})"
+
+
+def _check_struct(name: str, struct: StructLayout) -> None:
+    # Layout data is hand-written from LAYOUTS.md: catch typos before they mis-decode.
+    covered = [False] * struct.size
+    for f in struct.fields:
+        want = KIND_SIZES.get(f.kind, -1)
+        if want == -1:
+            raise ValueError(f"layout {name}.{f.name}: unknown kind {f.kind!r}")
+        if want is not None and want != f.size:
+            raise ValueError(f"layout {name}.{f.name}: kind {f.kind} is {want} B, not {f.size}")
+        if f.offset < 0 or f.offset + f.size > struct.size:
+            raise ValueError(f"layout {name}.{f.name}: outside the {struct.size}-byte struct")
+        for i in range(f.offset, f.offset + f.size):
+            if covered[i]:
+                raise ValueError(f"layout {name}.{f.name}: overlaps byte {i}")
+            covered[i] = True
+        if f.kind == "ip_union" and (f.family_field is None or f.ipv4_family is None):
+            raise ValueError(f"layout {name}.{f.name}: ip_union needs family_field, ipv4_family")
+    if not all(covered):
+        raise ValueError(f"layout {name}: bytes {covered.index(False)}.. not described")
+
+
+@cache
+def _load() -> tuple[dict[str, StructLayout], tuple[MapLayout, ...], dict[str, dict[str, int]]]:
+    raw = json.loads(
+        resources.files("netlab.decoders").joinpath("layouts/cilium.json").read_text("utf-8")
+    )
+    enums = {k: {int(n): v for n, v in e.items()} for k, e in raw["enums"].items()}
+    flag_sets: dict[str, dict[str, int]] = raw["flag_sets"]
+    structs: dict[str, StructLayout] = {}
+    for name, s in raw["structs"].items():
+        fields = tuple(
+            Field(
+                name=f["name"],
+                offset=f["offset"],
+                size=f["size"],
+                kind=f["kind"],
+                enum=enums[f["enum"]] if "enum" in f else None,
+                flags=flag_sets[f["flags"]] if "flags" in f else None,
+                family_field=f.get("family_field"),
+                ipv4_family=f.get("ipv4_family"),
+                note=f.get("note", ""),
+            )
+            for f in s["fields"]
+        )
+        struct = StructLayout(
+            name=name,
+            size=s["size"],
+            fields=fields,
+            cilium=s["cilium"],
+            source=s["source"],
+            cilium_names=tuple(s.get("cilium_names", ())),
+            frontend_word=s.get("frontend_word"),
+            note=s.get("note", ""),
+        )
+        _check_struct(name, struct)
+        structs[name] = struct
+    maps = tuple(
+        MapLayout(
+            table=m["table"],
+            variant=m["variant"],
+            cilium=m["cilium"],
+            map_names=tuple(m["map_names"]),
+            key=structs[m["key"]],
+            value=structs[m["value"]],
+        )
+        for m in raw["maps"]
+    )
+    return structs, maps, flag_sets
+
+
+def struct_layout(name: str) -> StructLayout:
+    """The struct layout called ``name`` in the data file, e.g. ``"lb4_key@D"``."""
+    structs = _load()[0]
+    if name not in structs:
+        raise KeyError(f"no struct layout {name!r}; known: {', '.join(sorted(structs))}")
+    return structs[name]
+
+
+def map_layouts(table: str | None = None) -> list[MapLayout]:
+    """Every known map layout (newest first within a table), optionally for one table."""
+    return [m for m in _load()[1] if table is None or m.table == table]
+
+
+def map_layout(table: str, variant: str) -> MapLayout:
+    """The map layout for ``table`` (e.g. ``"lb4_services"``) and ``variant`` (e.g. ``"D"``)."""
+    for m in _load()[1]:
+        if m.table == table and m.variant == variant:
+            return m
+    raise KeyError(f"no map layout {table}/{variant}")
+
+
+def flag_set(name: str) -> dict[str, int]:
+    """A named set of flag bits from the data file (``svc_flags``, ``svc_flags2``...)."""
+    return dict(_load()[2][name])
+
+
+def _name_matches(seen: str, full: str) -> bool:
+    # The kernel truncates object names to 15 characters, so `cilium_lb4_serv` stands for
+    # both `cilium_lb4_services` and `cilium_lb4_services_v2`: a 15-character name is a
+    # prefix, anything shorter must match exactly.
+    if len(seen) >= BPF_OBJ_NAME_VISIBLE:
+        return full[:BPF_OBJ_NAME_VISIBLE] == seen[:BPF_OBJ_NAME_VISIBLE]
+    return full == seen
+
+
+def detect_layout(map_name: str | None, key_size: int, value_size: int) -> list[MapLayout]:
+    """The map layouts that fit a map, most recent Cilium version first.
+
+    ``map_name`` may be the kernel's truncated object name (``cilium_lb4_serv``), the full
+    name, a pin path (``/sys/fs/bpf/tc/globals/cilium_lb4_services_v2``), or empty/None
+    for maps loaded without a name, in which case sizes alone decide. Several layouts can
+    fit the same sizes (e.g. Cilium v1.8-v1.17 and v1.18+ service values are both 12 bytes);
+    all are returned and the first is the newest. Raises :class:`DecodeError` naming the map
+    and its sizes when nothing fits.
+    """
+    name = (map_name or "").strip().rstrip("/").rsplit("/", 1)[-1]
+    by_name = [
+        m for m in map_layouts() if not name or any(_name_matches(name, n) for n in m.map_names)
+    ]
+    fits = [m for m in by_name if m.key.size == key_size and m.value.size == value_size]
+    if fits:
+        return fits
+    label = f"map {name!r}" if name else "unnamed map"
+    if by_name and name:
+        known = sorted({f"{m.key.size}/{m.value.size}" for m in by_name})
+        raise DecodeError(
+            f"{label}: no known layout has key {key_size} B / value {value_size} B "
+            f"(known key/value sizes for this name: {', '.join(known)})"
+        )
+    raise DecodeError(f"{label} (key {key_size} B, value {value_size} B): no known layout")
