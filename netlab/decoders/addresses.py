@@ -79,9 +79,7 @@ def _parse_unique(
 
 def parse_ipv4(values: Sequence[object] | np.ndarray, where: str = "address") -> np.ndarray:
     """Host-order uint32 array from IPv4 address strings; :class:`DecodeError` names the row."""
-    codes, parsed = _parse_unique(
-        values, lambda s: int(ipaddress.IPv4Address(s)), "IPv4 address", where
-    )
+    codes, parsed = _parse_unique(values, lambda s: int(ipaddress.IPv4Address(s)), "IPv4 address", where)
     return np.asarray(parsed, dtype=np.uint32)[codes] if parsed else np.zeros(0, np.uint32)
 
 

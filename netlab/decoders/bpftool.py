@@ -130,15 +130,11 @@ class _TextParser:
 
     def add(self, entry: MapEntry) -> None:
         if self.key_size is not None and len(entry.key) != self.key_size:
-            raise DecodeError(
-                f"line {entry.line}: key has {len(entry.key)} bytes, expected {self.key_size}"
-            )
+            raise DecodeError(f"line {entry.line}: key has {len(entry.key)} bytes, expected {self.key_size}")
         values = [entry.value] if entry.value is not None else list(entry.per_cpu)
         for v in values:
             if self.value_size is not None and len(v) != self.value_size:
-                raise DecodeError(
-                    f"line {entry.line}: value has {len(v)} bytes, expected {self.value_size}"
-                )
+                raise DecodeError(f"line {entry.line}: value has {len(v)} bytes, expected {self.value_size}")
         # Within one dump every key (and value) has the map's size: a shorter one means
         # a line was lost (a grep cut, a copy-paste slip).
         for prev in self.entries[self.segment_start :]:
@@ -185,8 +181,7 @@ class _TextParser:
                     self.orphan = bytearray()
                     if self.key_size is None or len(data) != self.key_size:
                         raise DecodeError(
-                            f"line {start}: hex without a 'key:' line before the 'value:' at "
-                            f"line {number}"
+                            f"line {start}: hex without a 'key:' line before the 'value:' at line {number}"
                         )
                     self.pending = _Pending(line=start, key=bytearray(data))
                 else:
@@ -271,9 +266,7 @@ class _TextParser:
         readable = [e for e in seen if e.error is None]
         # bpftool counts only the entries it could read, but prints the others too.
         if not len(readable) <= count <= len(seen):
-            raise DecodeError(
-                f"line {number}: bpftool says {count} elements but {len(seen)} were parsed"
-            )
+            raise DecodeError(f"line {number}: bpftool says {count} elements but {len(seen)} were parsed")
 
 
 def parse_map_dump_text(
@@ -298,8 +291,7 @@ def parse_map_dump_text(
 def _hex_array(items: object, where: str) -> bytes:
     if not isinstance(items, list):
         raise DecodeError(
-            f"{where} is not a hex byte array (plain output with BTF has no raw bytes: "
-            "dump with -j)"
+            f"{where} is not a hex byte array (plain output with BTF has no raw bytes: dump with -j)"
         )
     out = bytearray()
     for i, item in enumerate(items):
@@ -373,14 +365,10 @@ def parse_map_dump_json(
         for obj in doc if isinstance(doc, list) else [doc]:
             entry = _json_entry(obj, len(entries))
             if key_size is not None and len(entry.key) != key_size:
-                raise DecodeError(
-                    f"entry {entry.line}: key has {len(entry.key)} bytes, expected {key_size}"
-                )
+                raise DecodeError(f"entry {entry.line}: key has {len(entry.key)} bytes, expected {key_size}")
             for v in [entry.value] if entry.value is not None else list(entry.per_cpu):
                 if value_size is not None and len(v) != value_size:
-                    raise DecodeError(
-                        f"entry {entry.line}: value has {len(v)} bytes, expected {value_size}"
-                    )
+                    raise DecodeError(f"entry {entry.line}: value has {len(v)} bytes, expected {value_size}")
             entries.append(entry)
     return entries
 
@@ -406,9 +394,7 @@ def bpftool_key_hex(key: bytes) -> str:
     return "key hex " + " ".join(f"{b:02x}" for b in key)
 
 
-def bpftool_map_delete_argv(
-    key: bytes, *, pinned: str | None = None, map_id: int | None = None
-) -> list[str]:
+def bpftool_map_delete_argv(key: bytes, *, pinned: str | None = None, map_id: int | None = None) -> list[str]:
     """Argument vector deleting one entry, e.g. a stale sock key (case 000's manual clean).
 
     Exactly one of ``pinned`` (a bpffs path) or ``map_id`` names the map. The kit runs it

@@ -71,16 +71,12 @@ def struct_dtype(layout: StructLayout) -> np.dtype:
         names.append(f.name)
         formats.append(("u1", (16,)) if f.kind in ("ipv6", "ip_union") else _STORED[f.kind])
         offsets.append(f.offset)
-    dtype = np.dtype(
-        {"names": names, "formats": formats, "offsets": offsets, "itemsize": layout.size}
-    )
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": layout.size})
     _DTYPES[(layout.name, id(layout))] = dtype
     return dtype
 
 
-def as_records(
-    layout: StructLayout, data: Blob, what: str = "entry"
-) -> tuple[np.ndarray, np.ndarray]:
+def as_records(layout: StructLayout, data: Blob, what: str = "entry") -> tuple[np.ndarray, np.ndarray]:
     """Structured array over ``data`` plus a mask of entries that were missing (None).
 
     ``data`` is one concatenated buffer or a sequence with one ``bytes`` per entry; a
@@ -92,9 +88,7 @@ def as_records(
     if isinstance(data, bytes | bytearray | memoryview):
         raw = bytes(data)
         if len(raw) % size:
-            raise DecodeError(
-                f"{layout.name}: {len(raw)} bytes is not a whole number of {size}-byte {what}s"
-            )
+            raise DecodeError(f"{layout.name}: {len(raw)} bytes is not a whole number of {size}-byte {what}s")
         missing = np.zeros(len(raw) // size, dtype=bool)
     else:
         items = list(data)
@@ -106,9 +100,7 @@ def as_records(
         bad = np.flatnonzero(lengths != size)
         if len(bad):
             i = int(bad[0])
-            raise DecodeError(
-                f"{layout.name}: {what} {i} has {int(lengths[i])} bytes, expected {size}"
-            )
+            raise DecodeError(f"{layout.name}: {what} {i} has {int(lengths[i])} bytes, expected {size}")
         raw = b"".join(items)
     return np.frombuffer(raw, dtype=struct_dtype(layout)), missing
 
@@ -176,9 +168,7 @@ def decode_entries(
     clash = set(layout_key.columns) & set(layout_value.columns)
     vals = decode_struct(layout_value, values)
     if len(vals) != len(frame):
-        raise DecodeError(
-            f"{layout_key.name}/{layout_value.name}: {len(frame)} keys but {len(vals)} values"
-        )
+        raise DecodeError(f"{layout_key.name}/{layout_value.name}: {len(frame)} keys but {len(vals)} values")
     vals.columns = [f"value_{c}" if c in clash else c for c in vals.columns]
     return pd.concat([frame, vals], axis=1)
 
@@ -205,9 +195,7 @@ def _integers(col: pd.Series, f: Field, where: str) -> np.ndarray:
                 raise ValueError
         except (TypeError, ValueError):
             bad = next(i for i, v in enumerate(arr.tolist()) if not _is_int(v))
-            raise DecodeError(
-                f"{where} row {bad} field {f.name}: {arr[bad]!r} is not an integer"
-            ) from None
+            raise DecodeError(f"{where} row {bad} field {f.name}: {arr[bad]!r} is not an integer") from None
     low = ints < 0
     high = ints > limit
     if np.any(low) or np.any(high):
@@ -231,9 +219,7 @@ def _enum_codes(col: pd.Series, f: Field, where: str) -> pd.Series:
     reverse = {name: code for code, name in f.enum.items()}
     codes, uniques = pd.factorize(col, use_na_sentinel=True)
     if (codes < 0).any():
-        raise DecodeError(
-            f"{where} row {int(np.flatnonzero(codes < 0)[0])} field {f.name}: missing"
-        )
+        raise DecodeError(f"{where} row {int(np.flatnonzero(codes < 0)[0])} field {f.name}: missing")
     mapped: list[object] = []
     for u in uniques:
         if isinstance(u, str):
@@ -272,9 +258,7 @@ def encode(
             v4 = is_ipv4_string(col.to_numpy(dtype=object))
             if v4.any():
                 bad = int(np.flatnonzero(v4)[0])
-                raise DecodeError(
-                    f"{where} row {bad} field {f.name}: {col.iloc[bad]!r} is not IPv6"
-                )
+                raise DecodeError(f"{where} row {bad} field {f.name}: {col.iloc[bad]!r} is not IPv6")
             out[f.name] = packed
         elif f.kind == "ip_union":
             _encode_union(out, frame, layout, f, col)

@@ -24,9 +24,7 @@ LB_ALGORITHMS = {0: "default", 1: "random", 2: "maglev"}
 _L7_LOADBALANCER = flag_set("svc_flags2")["l7loadbalancer"]
 
 
-def _pick_layout(
-    entries: Sequence[MapEntry], layout: MapLayout | None, map_name: str | None
-) -> MapLayout:
+def _pick_layout(entries: Sequence[MapEntry], layout: MapLayout | None, map_name: str | None) -> MapLayout:
     if layout is not None:
         return layout
     if not entries:
@@ -102,9 +100,7 @@ def sockmap_entries_per_ip(sockmap: pd.DataFrame) -> pd.DataFrame:
     dip = sockmap["dip"].value_counts()
     same = sockmap.loc[sockmap["sip"] == sockmap["dip"], "sip"].value_counts()
     out = pd.DataFrame({"as_sip": sip, "as_dip": dip}).fillna(0).astype(np.int64)
-    out["entries"] = (
-        out["as_sip"] + out["as_dip"] - same.reindex(out.index).fillna(0).astype(np.int64)
-    )
+    out["entries"] = out["as_sip"] + out["as_dip"] - same.reindex(out.index).fillna(0).astype(np.int64)
     out.index.name = "ip"
     out = out.reset_index()[["ip", "entries", "as_sip", "as_dip"]]
     return out.sort_values(["entries", "ip"], ascending=[False, True], ignore_index=True)
@@ -179,9 +175,7 @@ def decode_lb_services(
             raw = word.to_numpy(dtype=np.int64, na_value=0)
             alg = pd.Series([LB_ALGORITHMS.get(a, str(a)) for a in range(256)], dtype=object)
             frame["lb_algorithm"] = pd.Series(alg.to_numpy()[raw >> 24]).where(plain, None)
-            frame["affinity_timeout"] = pd.Series(raw & 0xFFFFFF, dtype="UInt32").where(
-                plain, pd.NA
-            )
+            frame["affinity_timeout"] = pd.Series(raw & 0xFFFFFF, dtype="UInt32").where(plain, pd.NA)
         elif chosen.value.frontend_word == "affinity_timeout":
             frame["lb_algorithm"] = None
             frame["affinity_timeout"] = word.where(plain, pd.NA)

@@ -117,9 +117,7 @@ def _check_struct(name: str, struct: StructLayout) -> None:
 
 @cache
 def _load() -> tuple[dict[str, StructLayout], tuple[MapLayout, ...], dict[str, dict[str, int]]]:
-    raw = json.loads(
-        resources.files("netlab.decoders").joinpath("layouts/cilium.json").read_text("utf-8")
-    )
+    raw = json.loads(resources.files("netlab.decoders").joinpath("layouts/cilium.json").read_text("utf-8"))
     enums = {k: {int(n): v for n, v in e.items()} for k, e in raw["enums"].items()}
     flag_sets: dict[str, dict[str, int]] = raw["flag_sets"]
     structs: dict[str, StructLayout] = {}
@@ -210,9 +208,7 @@ def detect_layout(map_name: str | None, key_size: int, value_size: int) -> list[
     and its sizes when nothing fits.
     """
     name = (map_name or "").strip().rstrip("/").rsplit("/", 1)[-1]
-    by_name = [
-        m for m in map_layouts() if not name or any(_name_matches(name, n) for n in m.map_names)
-    ]
+    by_name = [m for m in map_layouts() if not name or any(_name_matches(name, n) for n in m.map_names)]
     fits = [m for m in by_name if m.key.size == key_size and m.value.size == value_size]
     if fits:
         return fits

@@ -95,9 +95,7 @@ class Target(ABC):
         if transport:
             raise NetlabError(transport)
         if result.returncode == 124 and self.wraps_timeout:
-            raise NetlabError(
-                f"{self.url}: `{shlex.join(argv)}` did not finish within {timeout:g} s"
-            )
+            raise NetlabError(f"{self.url}: `{shlex.join(argv)}` did not finish within {timeout:g} s")
         if check and not result.ok:
             if result.returncode == 127:
                 raise NetlabError(
@@ -157,9 +155,7 @@ class Target(ABC):
         Steps that need code on the node (BCC, BPF objects) go through this, so a
         remote node runs them itself.
         """
-        result = self.run(
-            self.netlab_argv() + list(args) + ["--json"], timeout=timeout, check=False
-        )
+        result = self.run(self.netlab_argv() + list(args) + ["--json"], timeout=timeout, check=False)
         if result.returncode == 127:
             raise NetlabError(
                 f"{self.url}: this step needs netlab installed on the node",

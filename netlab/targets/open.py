@@ -9,9 +9,7 @@ from netlab.targets.base import Target
 from netlab.targets.local import LocalTarget, NetnsTarget
 from netlab.targets.ssh import SshTarget
 
-_SSH = re.compile(
-    r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]/]+\]|[^:/@\[\]]+)(?::(?P<port>\d+))?/?$"
-)
+_SSH = re.compile(r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]/]+\]|[^:/@\[\]]+)(?::(?P<port>\d+))?/?$")
 
 SCHEMES = "local, netns://NAME, ssh://[user@]host[:port]"
 

@@ -166,9 +166,7 @@ def test_key_hex_and_delete_command():
     key = h("0a 0a 86 30")
     assert bpftool_key_hex(key) == "key hex 0a 0a 86 30"
     argv = bpftool_map_delete_argv(key, pinned="/sys/fs/bpf/cilium_sock_ops")
-    assert " ".join(argv) == (
-        "bpftool map delete pinned /sys/fs/bpf/cilium_sock_ops key hex 0a 0a 86 30"
-    )
+    assert " ".join(argv) == ("bpftool map delete pinned /sys/fs/bpf/cilium_sock_ops key hex 0a 0a 86 30")
     assert bpftool_map_delete_argv(key, map_id=122)[3:5] == ["id", "122"]
     with pytest.raises(DecodeError):
         bpftool_map_delete_argv(key, pinned="/tmp/x; rm -rf /")

@@ -48,9 +48,7 @@ def test_clusterip_service_slots():
 
 
 def test_loadbalancer_and_nodeport_flags():
-    svc = by_slot(
-        decode_lb_services(parse_map_dump(sample_text("bpftool_map_dump_lb4_services_02.txt")))
-    )
+    svc = by_slot(decode_lb_services(parse_map_dump(sample_text("bpftool_map_dump_lb4_services_02.txt"))))
     assert svc.loc[0, "frontend"] == "198.51.100.0:80"
     assert svc.loc[0, "flags"] == 0x60 and svc.loc[0, "flag_names"] == "loadbalancer|routable"
     assert svc.loc[[1, 2, 3], "backend_id"].tolist() == [7, 8, 9]
@@ -67,9 +65,7 @@ def test_backend_lookup_and_join_with_its_service():
     backends = decode_lb_backends(entries, map_name="cilium_lb4_backends")
     (b,) = backends.itertuples()
     assert (b.backend_id, b.backend, b.proto, b.state) == (10, "10.0.0.27:80", 0, "active")
-    services = decode_lb_services(
-        parse_map_dump(sample_text("bpftool_map_dump_lb4_services_01.txt"))
-    )
+    services = decode_lb_services(parse_map_dump(sample_text("bpftool_map_dump_lb4_services_01.txt")))
     table = lb_service_table(services, backends)
     assert table["backend_slot"].tolist() == [1, 2, 3]
     assert table["backend"].tolist() == [None, "10.0.0.27:80", None]
@@ -135,9 +131,7 @@ def test_sockmap_sample_and_case_000_keys():
     assert sm["cookie"].isna().all()  # 4-byte sockhash values are not readable
     per_ip = sockmap_entries_per_ip(sm).set_index("ip")
     assert per_ip.loc["10.10.134.48"].tolist() == [2, 1, 1]
-    assert (
-        ip_to_hex("10.10.134.48") == "0a 0a 86 30" and ip_to_hex("10.10.101.249") == "0a 0a 65 f9"
-    )
+    assert ip_to_hex("10.10.134.48") == "0a 0a 86 30" and ip_to_hex("10.10.101.249") == "0a 0a 65 f9"
     assert hex_to_ports("1f 90 00 00  b6 8a 00 00") == [8080, 46730]  # the post's hex2port
     assert hex_to_port("db 78 00 00") == 56184 and hex_to_port("00 50") == 80
     assert bpftool_key_hex(a.key).startswith("key hex 0a 0a 86 30 00 00")
@@ -154,9 +148,7 @@ def test_sockmap_counts_stale_entries_per_node_ip():
         "dport": [1, 2, 8080, 8080],
     }
     keys = encode(layout.key, rows)
-    entries = [
-        MapEntry(keys[i * 44 : (i + 1) * 44], (1000 + i).to_bytes(8, "little")) for i in range(4)
-    ]
+    entries = [MapEntry(keys[i * 44 : (i + 1) * 44], (1000 + i).to_bytes(8, "little")) for i in range(4)]
     sm = decode_sockmap(entries)
     assert sm["cookie"].tolist() == [1000, 1001, 1002, 1003]
     counts = sockmap_entries_per_ip(sm)

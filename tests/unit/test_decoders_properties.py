@@ -22,9 +22,7 @@ from netlab.errors import DecodeError
 
 from .conftest import sample_text
 
-STRUCTS = sorted(
-    {s.name: s for m in map_layouts() for s in (m.key, m.value)}.values(), key=lambda s: s.name
-)
+STRUCTS = sorted({s.name: s for m in map_layouts() for s in (m.key, m.value)}.values(), key=lambda s: s.name)
 FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 ipv4 = st.integers(0, 2**32 - 1).map(lambda i: str(ipaddress.IPv4Address(i)))
