@@ -15,7 +15,7 @@ KREL := $(shell uname -r)
 
 setup: $(VENV)/.netlab-installed
 
-$(VENV)/.netlab-installed: pyproject.toml
+$(VENV)/.netlab-installed: pyproject.toml Makefile
 	@missing=""; for p in $(APT_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
 	done; \
