@@ -8,7 +8,7 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := bpftool python3-bpfcc linux-headers-amd64 clang llvm libbpf-dev \
 	iptables nftables conntrack iproute2 iputils-ping openssh-server openssh-client \
-	bpftrace tcpdump curl python3-venv procps kmod
+	bpftrace tcpdump curl python3-venv procps kmod chromium
 KREL := $(shell uname -r)
 
 .PHONY: setup demo test lint bench clean-machine

@@ -8,10 +8,12 @@ using, and removing the instance removes everything it enabled.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 from netlab import mounts, naming
 from netlab.errors import NetlabError
+from netlab.probes import control
 from netlab.targets import Target
 
 
@@ -68,11 +70,27 @@ class Instance:
     def trace(self) -> str:
         return self.read("trace")
 
-    def wait(self, seconds: float, *, stop: float | None = None) -> None:
-        """Sleep for the trace window; Ctrl-C interrupts and the caller's ``with`` cleans up."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            time.sleep(min(0.2, deadline - time.monotonic()) if deadline > time.monotonic() else 0)
+    def wait(
+        self,
+        seconds: float,
+        *,
+        step: str = "trace",
+        count_events: Callable[[], int] | None = None,
+        max_events: int | None = None,
+    ) -> None:
+        """Wait out the trace window, reporting progress; stop early at ``max_events``.
+
+        Ctrl-C or a cancel (:mod:`netlab.probes.control`) raises here, and the caller's
+        ``with`` block removes the instance.
+        """
+        start = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - start
+            events = count_events() if count_events else None
+            control.tick(control.Progress(step, elapsed, seconds, events, max_events))
+            if elapsed >= seconds or (max_events and events is not None and events >= max_events):
+                return
+            time.sleep(min(0.25, max(0.0, seconds - elapsed)))
 
     def close(self) -> None:
         if not self.target.exists(self.path):
