@@ -71,6 +71,7 @@ def run(
 ) -> RunResult:
     """Execute investigation ``name`` headlessly and return its findings and files."""
     import papermill
+    from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
     info = investigation(name)
@@ -102,8 +103,10 @@ def run(
     except PapermillExecutionError:
         problem = notebook_error(executed) or "the notebook failed"
         raise NetlabError(f"{name}: {problem}", f"the executed notebook is {executed}") from None
-    except KeyboardInterrupt:
-        raise
+    except CellTimeoutError:
+        raise NetlabError(
+            f"{name}: a cell ran longer than {timeout:g} s and was stopped", f"partial record: {executed}"
+        ) from None
     finally:
         from netlab import cleanup
 

@@ -33,11 +33,15 @@ class InvestigationForm:
         self.findings = None
         self._thread: threading.Thread | None = None
         scenarios = [""] + list(labs.SCENARIOS())
-        self.target = w.Text(value=target, description="target", placeholder="local | netns://NAME | ssh://root@node")
+        self.target = w.Text(
+            value=target, description="target", placeholder="local | netns://NAME | ssh://root@node"
+        )
         self.lab = w.Dropdown(options=scenarios, value=lab if lab in scenarios else "", description="lab")
         self.target_error = w.HTML()
         self.lab_state = w.HTML()
-        self.lab_up = w.Button(description="Bring lab up", tooltip="netlab lab up SCENARIO (creates namespaces)")
+        self.lab_up = w.Button(
+            description="Bring lab up", tooltip="netlab lab up SCENARIO (creates namespaces)"
+        )
         self.run_button = w.Button(description="Run investigation", button_style="primary")
         self.cancel_button = w.Button(description="Cancel trace", button_style="warning", disabled=True)
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="budget")
@@ -132,7 +136,9 @@ class InvestigationForm:
         except NetlabError as exc:
             self.verdict.value = f"<div class='netlab-error' style='color:#cf222e'>netlab: {exc}</div>"
         except Exception as exc:  # noqa: BLE001 - shown in the form, not lost in a thread
-            self.verdict.value = f"<div class='netlab-error' style='color:#cf222e'>{type(exc).__name__}: {exc}</div>"
+            self.verdict.value = (
+                f"<div class='netlab-error' style='color:#cf222e'>{type(exc).__name__}: {exc}</div>"
+            )
         finally:
             control.remove_listener(self._on_progress)
             self.run_button.disabled, self.cancel_button.disabled = False, True
