@@ -7,7 +7,6 @@ import datetime as _dt
 import os
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +24,23 @@ class RunResult:
     html: Path | None
 
 
-def notebooks_dir() -> Path:
-    """The notebooks shipped with the kit (the repository's ``notebooks/``)."""
-    env = os.environ.get("NETLAB_NOTEBOOKS")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parents[2] / "notebooks"
+def kit_dir(sub: str, env: str) -> Path:
+    """A directory shipped beside the package (``notebooks/``, ``templates/``), or the
+    one named by environment variable ``env``."""
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    here = Path(__file__).resolve().parents[2] / sub
     if here.is_dir():
         return here
-    raise NetlabError("cannot find netlab's notebooks/ directory", "set NETLAB_NOTEBOOKS")
+    raise NetlabError(f"cannot find netlab's {sub}/ directory", f"set {env}")
+
+
+def notebooks_dir() -> Path:
+    return kit_dir("notebooks", "NETLAB_NOTEBOOKS")
+
+
+def report_templates() -> Path:
+    return kit_dir("templates", "NETLAB_TEMPLATES")
 
 
 def investigation(name: str) -> InvestigationInfo:
@@ -139,12 +146,3 @@ def render_html(executed: Path, *, keep_code: bool = False) -> Path:
     page.write_text(body, encoding="utf-8")
     return page
 
-
-def report_templates() -> Path:
-    env = os.environ.get("NETLAB_TEMPLATES")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parents[2] / "templates"
-    if here.is_dir():
-        return here
-    return Path(str(resources.files("netlab")))
