@@ -145,4 +145,3 @@ def render_html(executed: Path, *, keep_code: bool = False) -> Path:
     page = executed.with_suffix(".html")
     page.write_text(body, encoding="utf-8")
     return page
-
