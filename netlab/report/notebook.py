@@ -75,3 +75,22 @@ def notebook_error(nb: str | os.PathLike[str] | dict[str, Any]) -> str | None:
                 if line.startswith("netlab: "):
                     return line[len("netlab: ") :]
     return None
+
+
+def prepare(investigation: str, parameters: dict[str, Any], *, out_dir: str = "prepared") -> str:
+    """A copy of an investigation's notebook with ``parameters`` injected (not run), for
+    triage to link to. Returns its path relative to the notebooks directory."""
+    import papermill
+
+    from netlab.report.run import investigation as info_for
+    from netlab.report.run import notebooks_dir
+
+    info = info_for(investigation)
+    base = notebooks_dir()
+    directory = base / out_dir
+    directory.mkdir(exist_ok=True)
+    target = directory / info.notebook
+    papermill.execute_notebook(
+        str(base / info.notebook), str(target), parameters=parameters, prepare_only=True, progress_bar=False
+    )
+    return str(target.relative_to(base))

@@ -1,0 +1,84 @@
+"""Triage: quick, read-only checks from every investigation against one target, ranked.
+
+Each investigation module may offer ``triage(target) -> Signal``: a cheap look (no
+traces, no traffic) at the symptom it knows, with a score and the parameters to open
+its notebook with. Triage runs them all, ranks them, and says which notebook to open
+next and why.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from netlab.errors import NetlabError
+from netlab.investigations import REGISTRY
+from netlab.targets import Target, open_target
+
+# Scores: how strongly a quick check points at its incident.
+NOTHING, WORTH_A_LOOK, LIKELY = 0, 1, 2
+
+
+@dataclass
+class Signal:
+    investigation: str
+    score: int
+    headline: str
+    detail: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def run(target: str | Target = "local", *, lab: str = "") -> list[Signal]:
+    """Every investigation's quick check against ``target``, highest score first."""
+    tgt = open_target(target)
+    if lab:
+        from netlab import lab as labs
+
+        params = labs.load_params(lab)
+        if tgt.url == "local":
+            tgt = open_target(f"netns://{params['node_netns']}")
+    signals = []
+    for info in REGISTRY.values():
+        try:
+            module = importlib.import_module(info.module)
+        except ImportError:
+            continue
+        check = getattr(module, "triage", None)
+        if check is None:
+            continue
+        try:
+            signal = check(tgt)
+        except NetlabError as exc:
+            signal = Signal(info.name, NOTHING, "quick check could not run", exc.message)
+        if lab:
+            signal.params.setdefault("lab", lab)
+        signals.append(signal)
+    return sorted(signals, key=lambda s: -s.score)
+
+
+def table(signals: list[Signal]) -> pd.DataFrame:
+    rows = []
+    for s in signals:
+        row = asdict(s)
+        row["score"] = ["nothing", "worth a look", "likely"][s.score]
+        row["notebook"] = REGISTRY[s.investigation].notebook
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["investigation", "score", "headline", "detail", "notebook", "params"])
+
+
+def next_step(signals: list[Signal], *, target: str = "local", out_dir: str = "prepared") -> str:
+    """Markdown naming the notebook to open next, prepared with its parameters filled in."""
+    from netlab.report.notebook import prepare
+
+    if not signals or signals[0].score == NOTHING:
+        return "No quick check found a symptom. Open the notebook that matches what users report."
+    top = signals[0]
+    info = REGISTRY[top.investigation]
+    path = prepare(top.investigation, {"target": target, **top.params}, out_dir=out_dir)
+    return (
+        f"**Open next: [{info.notebook}]({path})** ({info.title}) — {top.headline}. "
+        f"It is prepared with these parameters: `{top.params}`."
+    )
