@@ -58,8 +58,10 @@ def http(
     timeout: float = 2.0,
     vantage: str | None = None,
     local_port: int | None = None,
+    cgroup: str | None = None,
 ) -> tuple[ProbeResult, ProbeResult]:
-    """One HTTP GET: returns (tcp connect result, http response result)."""
+    """One HTTP GET: returns (tcp connect result, http response result). With ``cgroup``
+    curl runs inside that cgroup (its connect meets the cgroup's BPF programs)."""
     addr = params.ip_address(address, "address")
     port = params.port(port)
     if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", path):
@@ -71,7 +73,7 @@ def http(
     ]  # fmt: skip
     if local_port:
         argv += ["--local-port", str(params.port(local_port, "local_port"))]
-    result = target.run([*argv, url], timeout=timeout + 5, check=False)
+    result = target.run([*argv, url], timeout=timeout + 5, check=False, cgroup=cgroup)
     fields = result.stdout.split()
     code = fields[0] if fields else "000"
     t_connect = float(fields[1]) if len(fields) > 1 else 0.0

@@ -40,20 +40,31 @@ def vmlinux_h(target: Target) -> str:
     return header
 
 
-def source_text(name: str) -> str:
+def source_text(name: str, package: str = "netlab.probes") -> str:
     try:
-        return resources.files("netlab.probes").joinpath("bpf", name).read_text()
+        return resources.files(package).joinpath("bpf", name).read_text()
     except FileNotFoundError:
-        raise NetlabError(f"no BPF source {name!r} in netlab/probes/bpf") from None
+        raise NetlabError(f"no BPF source {name!r} in {package.replace('.', '/')}/bpf") from None
 
 
-def build(name: str, target: Target | None = None) -> str:
-    """Compile ``netlab/probes/bpf/NAME`` (CO-RE) and return the object's path."""
+def build(
+    name: str,
+    target: Target | None = None,
+    *,
+    package: str = "netlab.probes",
+    defines: dict[str, str] | None = None,
+) -> str:
+    """Compile ``<package>/bpf/NAME`` (CO-RE) and return the object's path.
+
+    ``defines`` become ``-D`` options (program names carrying netlab's prefix, say) and
+    are part of the cache key.
+    """
     target = (target or LocalTarget()).host()
     if not target.is_local:
         raise NetlabError("CO-RE objects are built on the node: run this step through `netlab` there")
-    text = source_text(name)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    text = source_text(name, package)
+    flags = [f"-D{k}={v}" for k, v in sorted((defines or {}).items())]
+    digest = hashlib.sha256("\n".join([text, *flags]).encode()).hexdigest()[:16]
     directory = cache_dir(target)
     obj = os.path.join(directory, f"{name.removesuffix('.bpf.c')}-{digest}.o")
     if target.exists(obj):
@@ -67,7 +78,7 @@ def build(name: str, target: Target | None = None) -> str:
         [
             "clang", "-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86",
             "-I", os.path.dirname(header), "-I", "/usr/include/x86_64-linux-gnu",
-            "-c", src, "-o", f"{obj}.tmp",
+            *flags, "-c", src, "-o", f"{obj}.tmp",
         ],
         timeout=180,
         check=False,

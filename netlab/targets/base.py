@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from netlab import params
 from netlab.errors import NetlabError
 
 DEFAULT_TIMEOUT = 30.0
@@ -57,15 +58,21 @@ class Target(ABC):
         timeout: float = DEFAULT_TIMEOUT,
         input: str | bytes | None = None,
         check: bool = True,
+        cgroup: str | None = None,
     ) -> CommandResult:
         """Run ``argv`` (a list, never a shell string) with a timeout.
 
         With ``check`` a non-zero exit raises :class:`NetlabError` naming the command and
-        its last error line; a timeout always raises.
+        its last error line; a timeout always raises. With ``cgroup`` (a cgroup v2
+        directory) the command runs as a short-lived member of that cgroup, so its
+        sockets meet the cgroup's BPF programs; it leaves when it exits.
         """
         if isinstance(argv, str):
             raise TypeError("Target.run takes an argument vector, not a shell string")
         argv = [str(a) for a in argv]
+        if cgroup:
+            cgroup = params.path(cgroup, "cgroup")
+            argv = ["sh", "-c", 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', "sh", cgroup, *argv]
         local_argv = self._spawn_argv(argv, timeout)
         data = input.encode() if isinstance(input, str) else input
         try:

@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: GPL-2.0
+// The lab's copy of Cilium's socket-level load balancer for IPv4 (cgroup/connect4):
+// look up the service frontend (backend slot 0) for the destination, pick a backend
+// slot, look up the slot's backend and rewrite the destination before any packet
+// exists. Struct layouts follow Cilium v1.14-v1.17 (bpf/lib/common.h: lb4_key,
+// lb4_service, lb4_backend with cluster_id; see the decoders' cilium.json), so
+// netlab's decoders read this lab's maps exactly as they read a real node's.
+// PROG_NAME is passed with -D so the program carries netlab's name prefix.
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct lb4_key {
+	__be32 address;
+	__be16 dport;
+	__u16 backend_slot;
+	__u8 proto;
+	__u8 scope;
+	__u8 pad[2];
+};
+
+struct lb4_service {
+	__u32 backend_id;
+	__u16 count;
+	__u16 rev_nat_index;
+	__u8 flags;
+	__u8 flags2;
+	__u8 pad[2];
+};
+
+struct lb4_backend {
+	__be32 address;
+	__be16 port;
+	__u8 proto;
+	__u8 flags;
+	__u8 cluster_id;
+	__u8 pad[3];
+};
+
+// Map names are Cilium's; the kernel keeps 15 characters ("cilium_lb4_serv").
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb4_key);
+	__type(value, struct lb4_service);
+	__uint(max_entries, 1024);
+} cilium_lb4_services_v2 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct lb4_backend);
+	__uint(max_entries, 1024);
+} cilium_lb4_backends_v3 SEC(".maps");
+
+SEC("cgroup/connect4")
+int PROG_NAME(struct bpf_sock_addr *ctx)
+{
+	struct lb4_key key = {};
+	struct lb4_service *svc, *slot;
+	struct lb4_backend *backend;
+	__u32 backend_id;
+
+	key.address = ctx->user_ip4;
+	key.dport = (__be16)ctx->user_port;
+	svc = bpf_map_lookup_elem(&cilium_lb4_services_v2, &key);
+	if (!svc || svc->count == 0)
+		return 1; // not a service: leave the destination alone
+	key.backend_slot = 1 + bpf_get_prandom_u32() % svc->count;
+	slot = bpf_map_lookup_elem(&cilium_lb4_services_v2, &key);
+	if (!slot)
+		return 1;
+	backend_id = slot->backend_id;
+	backend = bpf_map_lookup_elem(&cilium_lb4_backends_v3, &backend_id);
+	if (!backend)
+		return 1;
+	ctx->user_ip4 = backend->address;
+	ctx->user_port = backend->port;
+	return 1;
+}

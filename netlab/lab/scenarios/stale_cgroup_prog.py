@@ -1,0 +1,170 @@
+"""Case 003: some pods cannot reach some service IPs — a stale cgroup connect4 program.
+
+Two copies of Cilium's socket load balancer (cgroup/connect4) are attached to one cgroup
+with multi-attach, the old one first. Each has its own service map named
+``cilium_lb4_services_v2`` (the kernel keeps ``cilium_lb4_serv``) and backend map. The
+old copy's maps send service 10.96.0.10:80 to 10.244.1.99:8080, a pod that no longer
+exists; the new, pinned copy (the one "the agent" manages) is correct. Programs run in
+attach order, so the old one rewrites first and the new one then sees a pod address and
+does nothing: connections from the cgroup to 10.96.0.10 hang, while 10.96.0.11 works.
+The old program's pins are gone, so it is reachable only through the cgroup, as on the
+node in the case. Healthy twin: only the current program is attached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from netlab import mounts, naming
+from netlab.collectors import reach
+from netlab.decoders import encode, map_layout
+from netlab.lab.scenario import Scenario, VerifyResult
+from netlab.lab.topology import POD_V4, Topology, host
+from netlab.probes import bpf_build
+
+SERVICES = {"10.96.0.10": "pod1", "10.96.0.11": "pod2"}
+SERVICE_PORT = 80
+BACKEND_PORT = 8080
+STALE_BACKEND = "10.244.1.99"  # the pod the old program still believes in
+
+
+def _names() -> dict[str, str]:
+    base = f"{naming.PREFIX}-scp"
+    cg_root = "/sys/fs/cgroup/unified"
+    return {
+        "cgroup": f"{cg_root}/{base}",
+        "pins": f"{mounts.BPFFS}/{base}",
+        "old_prog": f"{naming.PREFIX}_sock4_old",
+        "new_prog": f"{naming.PREFIX}_sock4_conn",
+    }
+
+
+def _bpftool(*args: str) -> Any:
+    out = host.run(["bpftool", "-j", *args]).stdout
+    return json.loads(out) if out.strip() else None
+
+
+def _fill(pins: str, services: dict[str, str], backends: dict[int, str]) -> None:
+    """Write frontends, backend slots and backends in Cilium's layout (v1.14-1.17)."""
+    svc = map_layout("lb4_services", "D")
+    be = map_layout("lb4_backends", "E")
+    ids = {addr: i for i, addr in backends.items()}
+    for service, backend in services.items():
+        frontend = {"address": service, "dport": SERVICE_PORT, "backend_slot": 0}
+        slot = {"address": service, "dport": SERVICE_PORT, "backend_slot": 1}
+        for key, value in (
+            (frontend, {"count": 1, "rev_nat_index": 1}),
+            (slot, {"backend_id": ids[backend]}),
+        ):
+            host.run(["bpftool", "map", "update", "pinned", f"{pins}/cilium_lb4_services_v2",
+                      "key", "hex", *encode(svc.key, [key]).hex(" ").split(),
+                      "value", "hex", *encode(svc.value, [value]).hex(" ").split()])  # fmt: skip
+    for backend_id, address in backends.items():
+        host.run(["bpftool", "map", "update", "pinned", f"{pins}/cilium_lb4_backends_v3",
+                  "key", "hex", *backend_id.to_bytes(4, "little").hex(" ").split(),
+                  "value", "hex", *encode(be.value, [{"address": address, "port": BACKEND_PORT, "proto": 6}]).hex(" ").split()])  # fmt: skip
+
+
+def _load(name: str, pins: str, cgroup: str) -> int:
+    """Load one copy of the program with fresh maps pinned under ``pins``; attach it."""
+    obj = bpf_build.build("lb4_connect.bpf.c", package="netlab.lab", defines={"PROG_NAME": name})
+    host.run(["mkdir", "-p", pins])
+    prog_pin = f"{pins}/{name}"
+    host.run(["bpftool", "prog", "load", obj, prog_pin, "type", "cgroup/connect4", "pinmaps", pins])
+    host.run(["bpftool", "cgroup", "attach", cgroup, "connect4", "pinned", prog_pin, "multi"])
+    info = _bpftool("prog", "show", "pinned", prog_pin)
+    return int(info["id"])
+
+
+class StaleCgroupProg(Scenario):
+    name = "stale-cgroup-prog"
+    short = "scp"
+    investigation = "cgroup-progs"
+    description = __doc__ or ""
+
+    def build(self, topo: Topology, healthy: bool) -> dict[str, Any]:
+        names = _names()
+        cgroup, pins = names["cgroup"], names["pins"]
+        mounts.bpffs(host)
+        os.makedirs(cgroup, exist_ok=True)
+        backends = {1: POD_V4["pod1"], 2: POD_V4["pod2"]}
+        services = {svc: POD_V4[pod] for svc, pod in SERVICES.items()}
+        old_id = None
+        if not healthy:
+            # The old agent's copy, attached first; its backend 1 is a pod that is gone.
+            stale = {1: STALE_BACKEND, 2: POD_V4["pod2"]}
+            old_services = dict(services, **{"10.96.0.10": STALE_BACKEND})
+            old_id = _load(names["old_prog"], f"{pins}/old", cgroup)
+            _fill(f"{pins}/old", old_services, stale)
+            # Its pins are gone, as after an agent upgrade: only the cgroup holds it.
+            host.run(["rm", "-rf", f"{pins}/old"])
+        new_pins = f"{pins}/tc/globals"
+        new_id = _load(names["new_prog"], new_pins, cgroup)
+        _fill(new_pins, services, backends)
+        topo.start_health_servers()
+        return {
+            "cgroup": cgroup,
+            "service": f"10.96.0.10:{SERVICE_PORT}",
+            "other_service": f"10.96.0.11:{SERVICE_PORT}",
+            "expected_backend": f"{POD_V4['pod1']}:{BACKEND_PORT}",
+            "stale_backend": f"{STALE_BACKEND}:{BACKEND_PORT}" if not healthy else "",
+            "pinned_services": f"{new_pins}/cilium_lb4_services_v2",
+            "old_prog_id": old_id,
+            "new_prog_id": new_id,
+        }
+
+    def verify(self, params: dict[str, Any], healthy: bool) -> VerifyResult:
+        from netlab.probes import connect_dest
+        from netlab.targets import NetnsTarget
+
+        result = VerifyResult(self.name, healthy)
+        node = NetnsTarget(params["node_netns"])
+        cgroup = params["cgroup"]
+        tree = _bpftool("cgroup", "show", cgroup) or []
+        order = [p["name"] for p in tree if p.get("attach_type") == "cgroup_inet4_connect"]
+        names = _names()
+        want = [names["new_prog"]] if healthy else [names["old_prog"], names["new_prog"]]
+        result.add(
+            "connect4 programs in run order",
+            " then ".join(want),
+            " then ".join(order) or "none",
+            order == want,
+        )
+        source = connect_dest.__file__
+        for service, pod in SERVICES.items():
+            broken = service == "10.96.0.10" and not healthy
+            probe = node.run(["python3", source, service, str(SERVICE_PORT), "1"], cgroup=cgroup, check=False)
+            seen = json.loads(probe.stdout) if probe.ok else {"actual": probe.brief_error()}
+            expect = f"{STALE_BACKEND if broken else POD_V4[pod]}:{BACKEND_PORT}"
+            result.add(f"connect() to {service}:{SERVICE_PORT} goes to", expect, seen.get("actual", "?"),
+                       seen.get("actual") == expect)  # fmt: skip
+            _, web = reach.http(node, service, SERVICE_PORT, "/health", timeout=2, cgroup=cgroup)
+            result.add(f"HTTP to {service} from the cgroup", "fails" if broken else "answers", web.detail,
+                       web.ok != broken)  # fmt: skip
+        _, outside = reach.http(node, POD_V4["pod1"], BACKEND_PORT, "/health", timeout=2)
+        result.add("the real backend pod answers directly", "answers", outside.detail, outside.ok)
+        return result
+
+    def teardown(self) -> None:
+        names = _names()
+        cgroup = names["cgroup"]
+        if os.path.isdir(cgroup):
+            # Only connect4 programs are attached here; detach them all, by id.
+            for prog in _bpftool("cgroup", "show", cgroup) or []:
+                host.run(
+                    ["bpftool", "cgroup", "detach", cgroup, "connect4", "id", str(prog["id"])], check=False
+                )
+            with open(f"{cgroup}/cgroup.procs") as handle:
+                procs = handle.read().split()
+            for pid in procs:
+                try:
+                    os.kill(int(pid), 9)
+                except ProcessLookupError:
+                    pass
+            os.rmdir(cgroup)
+        host.run(["rm", "-rf", names["pins"]], check=False)
+
+
+SCENARIO = StaleCgroupProg()

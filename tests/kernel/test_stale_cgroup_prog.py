@@ -1,0 +1,85 @@
+"""Case 003 on the real kernel: the stale-cgroup-prog lab and the cgroup-progs
+investigation, both twins; read-only; nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from netlab import lab
+from netlab.cli import main
+from netlab.investigations import cgroup_progs
+from tests.kernel.labtools import bpf_state, leftovers, scenario
+
+pytestmark = pytest.mark.kernel
+NAME = "stale-cgroup-prog"
+
+
+def test_broken_lab_reproduces_and_is_diagnosed() -> None:
+    with scenario(NAME) as params:
+        check = lab.verify(NAME)
+        assert check.ok, check.text()
+        before = bpf_state()
+        findings = cgroup_progs.investigate(lab=NAME)
+        assert bpf_state() == before, "the investigation changed BPF state"
+    assert findings.verdict == "stale-cgroup-program"
+    assert f"Program {params['old_prog_id']} " in findings.summary and "position 1" in findings.summary
+    assert params["stale_backend"] in findings.summary  # the wrong backend
+    assert params["expected_backend"] in findings.summary
+    dup = next(e for e in findings.evidence if e.title == "maps sharing a name")
+    serv = [r for r in dup.rows if r["name"] == "cilium_lb4_serv"]
+    assert len(serv) == 2 and {r["reachable"].split(" ")[0] for r in serv} == {"pinned", "only"}
+    assert any(f"id {params['old_prog_id']}" in r for r in findings.remediation)
+    assert findings.mechanisms["real connect"].startswith("a probe process joined")
+    assert leftovers() == []
+
+
+def test_healthy_twin_is_healthy() -> None:
+    with scenario(NAME, healthy=True):
+        assert lab.verify(NAME).ok
+        findings = cgroup_progs.investigate(lab=NAME)
+    assert findings.verdict == "healthy", findings.summary
+    assert leftovers() == []
+
+
+def test_netlab_run_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with scenario(NAME):
+        assert main(["run", "cgroup-progs", "--lab", NAME, "--out", str(tmp_path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["verdict"] == "stale-cgroup-program" and data["investigation"] == "cgroup-progs"
+    assert {"inventory", "lb maps", "connect walk", "real connect"} <= set(data["mechanisms"])
+    assert list(tmp_path.glob("*.html")) and list(tmp_path.glob("*.ipynb"))
+
+
+def test_bad_service_parameter_is_one_line() -> None:
+    from netlab.errors import NetlabError
+
+    with pytest.raises(NetlabError, match="parameter service"):
+        cgroup_progs.start(service="10.96.0.10;reboot:80")
+
+
+def test_down_all_after_kill_during_up() -> None:
+    """``down --all`` cleans up after ``lab up`` was killed half-way (kill -9)."""
+    lab.down(NAME)
+    proc = subprocess.Popen([sys.executable, "-m", "netlab", "lab", "up", NAME])
+    deadline = time.monotonic() + 30
+    # Kill it once it has made something (a namespace or the cgroup) but before it is done.
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (
+            any(n.startswith("nlab-scp") for n in os.listdir("/run/netns"))
+            if os.path.isdir("/run/netns")
+            else False
+        ):
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert main(["lab", "down", "--all"]) == 0
+    assert leftovers() == []
