@@ -70,6 +70,20 @@ class Instance:
     def trace(self) -> str:
         return self.read("trace")
 
+    def entries(self) -> int:
+        """Events in the ring buffer now (stack traces count as events), from the cheap
+        per-CPU ``stats`` files rather than by reading the buffer."""
+        total = 0
+        for cpu in self.target.run(["ls", f"{self.path}/per_cpu"]).stdout.split():
+            for line in self.read(f"per_cpu/{cpu}/stats").splitlines():
+                if line.startswith("entries:"):
+                    total += int(line.split()[1])
+        return total
+
+    def stop(self) -> None:
+        """Stop recording (the buffer stays readable)."""
+        self.write("tracing_on", "0")
+
     def wait(
         self,
         seconds: float,
@@ -77,6 +91,7 @@ class Instance:
         step: str = "trace",
         count_events: Callable[[], int] | None = None,
         max_events: int | None = None,
+        until: Callable[[], bool] | None = None,
     ) -> None:
         """Wait out the trace window, reporting progress; stop early at ``max_events``.
 
@@ -89,6 +104,8 @@ class Instance:
             events = count_events() if count_events else None
             control.tick(control.Progress(step, elapsed, seconds, events, max_events))
             if elapsed >= seconds or (max_events and events is not None and events >= max_events):
+                return
+            if until is not None and until():
                 return
             time.sleep(min(0.25, max(0.0, seconds - elapsed)))
 

@@ -20,7 +20,8 @@ def init_notebook() -> None:
     """
     import plotly.io as pio
 
-    pio.renderers.default = "notebook+plotly_mimetype"
+    pio.renderers["netlab_offline"] = _offline_renderer()
+    pio.renderers.default = "netlab_offline+plotly_mimetype"
     try:
         from IPython import get_ipython
     except ImportError:  # plain Python
@@ -37,6 +38,29 @@ def init_notebook() -> None:
     from netlab import cleanup
 
     cleanup.sweep_orphans()
+
+
+def _offline_renderer() -> Any:
+    from plotly.io.base_renderers import MimetypeRenderer
+
+    class OfflineHtmlRenderer(MimetypeRenderer):
+        """Plotly figures as HTML that needs no network: plotly.js is embedded with the first
+        figure of the kernel and MathJax is not loaded (plotly's own notebook renderer
+        fetches MathJax from a CDN). JupyterLab shows the plotly mimetype instead; exported
+        reports use this HTML."""
+
+        def __init__(self) -> None:
+            self._library_sent = False
+
+        def to_mimebundle(self, fig_dict: dict[str, Any]) -> dict[str, str]:
+            from plotly.io import to_html
+
+            html = to_html(fig_dict, include_plotlyjs=not self._library_sent, include_mathjax=False,
+                           full_html=False, default_width="100%", default_height=480)  # fmt: skip
+            self._library_sent = True
+            return {"text/html": html}
+
+    return OfflineHtmlRenderer()
 
 
 def _load(nb: str | os.PathLike[str] | dict[str, Any]) -> dict[str, Any]:

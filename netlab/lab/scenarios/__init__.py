@@ -1,6 +1,6 @@
 """The lab's scenarios, one module each."""
 
 from netlab.lab.scenario import Scenario
-from netlab.lab.scenarios import stale_cgroup_prog
+from netlab.lab.scenarios import conntrack_reject, stale_cgroup_prog
 
-ALL: list[Scenario] = [stale_cgroup_prog.SCENARIO]
+ALL: list[Scenario] = [conntrack_reject.SCENARIO, stale_cgroup_prog.SCENARIO]

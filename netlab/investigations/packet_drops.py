@@ -1,0 +1,283 @@
+"""Case 001: where packets vanish — drop points, the netfilter rule, the conntrack state.
+
+During a reproduction window the investigation samples packet counters on every hop of
+the flow, traces ``skb:kfree_skb`` drops with reason, location and stack, snapshots the
+netfilter counters and records the flow's conntrack events. A stateful FORWARD rule set
+that accepts only ``RELATED,ESTABLISHED`` rejects the late packets of a half-closed flow
+whose conntrack entry has moved on (FIN_WAIT, CLOSE_WAIT) or expired; the REJECT answers
+with an ICMP error from the node's own address, invisible to a capture filtered on the
+client and server addresses.
+
+Read-only: the probes are a tracefs instance (removed afterwards), ``conntrack -E``,
+``iptables-save -c`` and counters. In the lab the window also runs the lab's client, the
+one thing that sends traffic.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from netlab import params
+from netlab.collectors import conntrack, counters, iptables
+from netlab.errors import NetlabError
+from netlab.findings import HEALTHY, Findings
+from netlab.investigations.base import Session
+from netlab.investigations.triage import LIKELY, NOTHING, WORTH_A_LOOK, Signal
+from netlab.probes import drops
+from netlab.targets import NetnsTarget, Target, open_target
+
+VERDICT = "netfilter-drop"
+
+
+class PacketDrops(Session):
+    investigation = "packet-drops"
+
+    def __init__(self, target: str | Target = "local", *, client: str = "", server: str = "", server_port: int = 0,
+                 duration: float = 8.0, max_events: int = 20000, pod_netns: str = "", uplink: str = "eth0",
+                 host_veth: str = "", reproduce: str = "", lab_params: dict[str, Any] | None = None, **extra: Any):  # fmt: skip
+        super().__init__(target, **extra)
+        self.client = params.ip_address(client, "client") if client else ""
+        self.server = params.ip_address(server, "server") if server else ""
+        self.server_port = params.port(server_port, "server_port") if server_port else 0
+        self.duration = params.positive_number(duration, "duration", maximum=3600)
+        self.max_events = params.count(max_events, "max_events", maximum=10_000_000)
+        self.pod = NetnsTarget(pod_netns) if pod_netns else None
+        self.uplink = params.interface(uplink, "uplink")
+        self.host_veth = params.interface(host_veth, "host_veth") if host_veth else ""
+        if reproduce not in ("", "lab"):
+            raise NetlabError(f"parameter reproduce: {reproduce!r} must be 'lab' or empty")
+        if reproduce == "lab" and not lab_params:
+            raise NetlabError("parameter reproduce: 'lab' needs the lab parameter")
+        self.reproduce = reproduce
+        self.lab_params = lab_params or {}
+
+    # --- the window ---------------------------------------------------------------
+    def capture(self) -> pd.DataFrame:
+        """The reproduction window: counters before, drop trace and conntrack events
+        during (while the lab's client runs, in the lab), counters after."""
+        node = self.target
+        before = self._sample()
+        events: dict[str, pd.DataFrame] = {}
+
+        def watch_conntrack() -> None:
+            events["ct"] = conntrack.events(node, self.duration, port=self.server_port or None)
+
+        ct_thread = threading.Thread(target=watch_conntrack, daemon=True)
+        ct_thread.start()
+        during = None
+        if self.reproduce == "lab":
+            from netlab.lab.scenarios import conntrack_reject
+
+            during = lambda: conntrack_reject.reproduce(self.lab_params)  # noqa: E731
+        trace = drops.trace(node, self.duration, max_events=self.max_events, during=during)
+        ct_thread.join(timeout=self.duration + 15)
+        after = self._sample()
+        self.results.update(before=before, after=after, trace=trace, ct=events.get("ct", pd.DataFrame()))
+        self.used("drop points", trace.mechanism)
+        self.used("conntrack", "conntrack -E -o timestamp (netlink events), bounded by the window")
+        self.used("netfilter rules", "iptables-save -c before and after the window (counter deltas)")
+        self.used("along the path", "ip -s -j link and /proc/net/snmp in each namespace, before and after")
+        summary = {"window_s": self.duration, "drop_events": int((trace.events["kind"] == "drop").sum()),
+                   "capped": trace.capped, "reproduction": str(trace.during) if trace.during is not None else "none"}  # fmt: skip
+        return pd.DataFrame([summary])
+
+    def _sample(self) -> dict[str, pd.DataFrame]:
+        links = [counters.links(self.target, "node")]
+        if self.pod is not None:
+            links.append(counters.links(self.pod, "pod"))
+        return {"links": pd.concat(links, ignore_index=True), "snmp": counters.snmp(self.target),
+                "rules": iptables.rules(self.target)}  # fmt: skip
+
+    def _need_window(self) -> None:
+        if "trace" not in self.results:
+            self.capture()
+
+    # --- steps --------------------------------------------------------------------
+    def path_counters(self) -> pd.DataFrame:
+        """Per-hop packet counts over the window: where the counts diverge."""
+        self._need_window()
+        b, a = self.results["before"]["links"], self.results["after"]["links"]
+        d = counters.delta(b, a, ["where", "interface"])
+        hops = {
+            ("node", self.uplink): "node uplink",
+            ("node", self.host_veth): "host-side veth",
+            ("pod", "eth0"): "pod-side veth",
+        }
+        d["hop"] = [hops.get((w, i), "") for w, i in zip(d["where"], d["interface"], strict=False)]
+        d = d[(d["hop"] != "") | (d[["rx_packets", "tx_packets"]].sum(axis=1) > 0)].sort_values(
+            "hop", ascending=False
+        )
+        icmp = counters.delta(
+            self.results["before"]["snmp"], self.results["after"]["snmp"], ["group", "counter"]
+        )
+        sent = icmp[(icmp["group"] == "Icmp") & (icmp["counter"] == "OutDestUnreachs")]["value"].sum()
+        self.results["icmp_unreach_sent"] = int(sent)
+        self.evidence("packets per hop during the window", d,
+                      f"the node sent {int(sent)} ICMP destination-unreachable errors (Icmp OutDestUnreachs)")  # fmt: skip
+        return d
+
+    def drop_points(self) -> pd.DataFrame:
+        """Drops by (reason, location, stack), most frequent first."""
+        self._need_window()
+        trace: drops.DropTrace = self.results["trace"]
+        self.evidence("drop points (skb:kfree_skb)", trace.summary, "; ".join(trace.notes) or trace.mechanism)
+        return trace.summary
+
+    def drop_chart(self) -> go.Figure:
+        self._need_window()
+        summary = self.results["trace"].summary
+        if summary.empty:
+            return go.Figure().update_layout(title="no drops in the window")
+        return px.bar(summary, x="count", y="location", color="reason", orientation="h",
+                      title="drops by location and reason", hover_data=["stack"])  # fmt: skip
+
+    def netfilter_rule(self) -> pd.DataFrame:
+        """Rules whose counters moved during the window; REJECT/DROP rules first."""
+        self._need_window()
+        d = iptables.counter_deltas(self.results["before"]["rules"], self.results["after"]["rules"])
+        moved = d[d["packets_delta"] > 0].copy()
+        moved["verdict_rule"] = moved["target"].isin(["REJECT", "DROP"])
+        moved = moved.sort_values(["verdict_rule", "packets_delta"], ascending=False)
+        self.results["rules_moved"] = moved
+        self.evidence("netfilter rules whose counters moved", moved, "REJECT and DROP rules first")
+        return moved
+
+    def conntrack_timeline(self) -> pd.DataFrame:
+        """The flow's conntrack events in order: its state transitions."""
+        self._need_window()
+        ct: pd.DataFrame = self.results["ct"]
+        if ct.empty:
+            self.evidence(
+                "conntrack events of the flow", ct, "no events (flow idle, or conntrack not in use)"
+            )
+            return ct
+        ct = ct.copy()
+        ct["flow"] = (
+            ct["src"] + ":" + ct["sport"].astype(str) + " -> " + ct["dst"] + ":" + ct["dport"].astype(str)
+        )
+        ct["state"] = ct["state"].where(ct["state"] != "", ct["event"])
+        self.results["ct_flows"] = ct
+        self.evidence("conntrack events of the flow", ct[["time", "event", "state", "flow", "flags"]])
+        return ct[["time", "event", "state", "flow", "timeout", "flags"]]
+
+    def conntrack_chart(self) -> go.Figure:
+        ct = self.results.get("ct_flows")
+        if ct is None:
+            ct = self.conntrack_timeline()
+        if ct.empty:
+            return go.Figure().update_layout(title="no conntrack events")
+        when = pd.to_datetime(ct["time"], unit="s")
+        return px.scatter(ct.assign(when=when), x="when", y="flow", color="state", symbol="event",
+                          title="conntrack state of each flow over the window")  # fmt: skip
+
+    def _transitions(self) -> dict[str, list[str]]:
+        ct = self.results.get("ct_flows")
+        if ct is None or ct.empty:
+            return {}
+        out: dict[str, list[str]] = {}
+        for flow, group in ct.sort_values("time").groupby("flow"):
+            states: list[str] = []
+            for state in group["state"]:
+                if not states or states[-1] != state:
+                    states.append(state)
+            out[str(flow)] = states
+        return out
+
+    def verdict(self) -> Findings:
+        for step in (self.path_counters, self.drop_points, self.netfilter_rule, self.conntrack_timeline):
+            if step.__name__ not in self.results:
+                step()
+                self.results[step.__name__] = True
+        trace: drops.DropTrace = self.results["trace"]
+        real = trace.summary[trace.summary["kind"] == "drop"]
+        nf = real[real["reason"] == "NETFILTER_DROP"]
+        rules = self.results["rules_moved"]
+        blocking = rules[rules["verdict_rule"]]
+        transitions = self._transitions()
+        half_closed = {
+            f: s
+            for f, s in transitions.items()
+            if any(x in ("FIN_WAIT", "CLOSE_WAIT", "LAST_ACK") for x in s)
+        }
+        if blocking.empty and nf.empty:
+            # The trace is not flow-filtered: other traffic's drops are reported, not blamed.
+            others = [
+                f"{int(r['count'])} unrelated drops: {r['reason']} at {r['location']}"
+                for _, r in real.iterrows()
+            ]
+            return self.findings(HEALTHY, f"No netfilter drop during the {self.duration:g} s window and no "
+                                 "REJECT/DROP rule matched.", reasons=others)  # fmt: skip
+        if blocking.empty or nf.empty:
+            reasons = [
+                f"{int(r['count'])} drops: {r['reason']} at {r['location']}" for _, r in real.iterrows()
+            ]
+            return self.inconclusive(reasons or ["a REJECT/DROP rule matched but no drop was traced"])
+        rule = blocking.iloc[0]
+        # Prefer a row with its kernel stack (a stack can be lost when the buffer wraps).
+        where = (
+            nf.assign(has_stack=nf["stack"] != "")
+            .sort_values(["has_stack", "count"], ascending=False)
+            .iloc[0]
+        )
+        name = f"{rule['table']}/{rule['chain']} rule {rule['position']} ({rule['target']}: {rule['rule']})"
+        flow_text = ""
+        if half_closed:
+            flow, states = next(iter(half_closed.items()))
+            flow_text = f" The flow {flow} went {' -> '.join(states)} before its late packets were dropped."
+        elif self.client and self.server:
+            flow_text = f" The flow is {self.client} -> {self.server}:{self.server_port}."
+        stack = where["stack"] or where["function"]
+        summary = (f"{int(rule['packets_delta'])} packets were rejected by {name} with reason NETFILTER_DROP at "
+                   f"{where['location']} ({stack.split(' <- ')[:4] and ' <- '.join(stack.split(' <- ')[:4])})."
+                   f"{flow_text} The node answered with {self.results.get('icmp_unreach_sent', 0)} ICMP "
+                   "destination-unreachable errors from its own address.")  # fmt: skip
+        position = int(rule["position"])
+        remediation = [
+            f"iptables -t {rule['table']} -I {rule['chain']} {position} -i lxc+ -j ACCEPT   # pods' traffic no longer depends on a live conntrack entry",
+            f"iptables -t {rule['table']} -I {rule['chain']} {position} -o lxc+ -j ACCEPT",
+            "or keep the stateful rules and raise net.netfilter.nf_conntrack_tcp_timeout_close_wait (and leave nf_conntrack_tcp_loose=1)",
+        ]
+        reasons = [f"rule: {name}", f"drop location: {where['location']}"]
+        if half_closed:
+            reasons.append(f"conntrack: {' -> '.join(next(iter(half_closed.values())))}")
+        return self.findings(VERDICT, summary, remediation=remediation, reasons=reasons)
+
+
+def start(target: str = "local", lab: str = "", **params_: Any) -> PacketDrops:
+    params_ = {k: v for k, v in params_.items() if v not in ("", None, 0)}
+    if lab:
+        from netlab import lab as labs
+
+        saved = labs.load_params(lab)
+        params_.setdefault("client", saved["client"])
+        params_.setdefault("server", saved["server"])
+        params_.setdefault("server_port", saved["server_port"])
+        params_.setdefault("pod_netns", saved["pod_netns"]["pod1"])
+        params_.setdefault("host_veth", saved["interfaces"]["host_veth"])
+        params_.setdefault("reproduce", saved.get("reproduce", ""))
+        params_["lab_params"] = saved
+        if target == "local":
+            target = f"netns://{saved['node_netns']}"
+    return PacketDrops(open_target(target), **params_)
+
+
+def investigate(target: str = "local", lab: str = "", **params_: Any) -> Findings:
+    session = start(target, lab, **params_)
+    session.capture()
+    return session.verdict()
+
+
+def triage(target: Target) -> Signal:
+    """Quick look: REJECT/DROP rules that have matched packets, and conntrack drops."""
+    rules = iptables.rules(target)
+    hit = rules[rules["target"].isin(["REJECT", "DROP"]) & (rules["packets"].fillna(0) > 0)]
+    if len(hit):
+        top = hit.sort_values("packets", ascending=False).iloc[0]
+        return Signal("packet-drops", LIKELY if top["chain"] == "FORWARD" else WORTH_A_LOOK,
+                      f"{top['table']}/{top['chain']} rule {top['position']} ({top['target']}) matched {top['packets']} packets")  # fmt: skip
+    return Signal("packet-drops", NOTHING, "no REJECT/DROP rule has matched packets")
