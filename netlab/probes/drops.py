@@ -75,7 +75,7 @@ def parse_trace(text: str) -> pd.DataFrame:
         if match.group("event") != "kfree_skb" or not body:
             continue
         location = body.group("location")
-        row = {"time": float(match.group("ts")), "task": match.group("task").strip(), "cpu": cpu,
+        row: dict[str, Any] = {"time": float(match.group("ts")), "task": match.group("task").strip(), "cpu": cpu,
                "protocol": int(body.group("protocol")), "reason": body.group("reason"), "location": location,
                "function": location.split("+", 1)[0], "stack": []}  # fmt: skip
         rows.append(row)
