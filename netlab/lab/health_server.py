@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -35,18 +36,25 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-class DualStackServer(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
+class Server(ThreadingHTTPServer):
     daemon_threads = True
 
+
+class Server6(Server):
+    address_family = socket.AF_INET6
+
     def server_bind(self) -> None:
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         super().server_bind()
 
 
 def main() -> None:
+    # Separate IPv4 and IPv6 listeners: IPv4 connections then get AF_INET sockets, as
+    # on a real pod, and sockops programs that handle IPv4 only (Cilium's) see both ends.
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8080
-    DualStackServer(("::", port), Handler).serve_forever()
+    v6 = Server6(("::", port), Handler)
+    threading.Thread(target=v6.serve_forever, daemon=True).start()
+    Server(("0.0.0.0", port), Handler).serve_forever()
 
 
 if __name__ == "__main__":
