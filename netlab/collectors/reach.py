@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from netlab import params
+from netlab.errors import NetlabError
 from netlab.targets import Target
 
 # curl exit codes: 28 = operation timed out, 7 = failed to connect.
@@ -57,7 +58,7 @@ def http(
     *,
     timeout: float = 2.0,
     vantage: str | None = None,
-    local_port: int | None = None,
+    local_port: int | str | None = None,
     cgroup: str | None = None,
 ) -> tuple[ProbeResult, ProbeResult]:
     """One HTTP GET: returns (tcp connect result, http response result). With ``cgroup``
@@ -65,14 +66,14 @@ def http(
     addr = params.ip_address(address, "address")
     port = params.port(port)
     if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", path):
-        raise ValueError(f"parameter path: {path!r} is not a plain URL path")
+        raise NetlabError(f"parameter path: {path!r} is not a plain URL path")
     url = f"http://{_host_for_url(addr)}:{port}{path}"
     argv = [
         "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_connect} %{time_total}",
         "--connect-timeout", f"{timeout:g}", "--max-time", f"{timeout:g}", "--noproxy", "*",
     ]  # fmt: skip
     if local_port:
-        argv += ["--local-port", str(params.port(local_port, "local_port"))]
+        argv += ["--local-port", port_range(local_port)]
     result = target.run([*argv, url], timeout=timeout + 5, check=False, cgroup=cgroup)
     fields = result.stdout.split()
     code = fields[0] if fields else "000"
@@ -94,5 +95,44 @@ def http(
     return tcp, web
 
 
+def port_range(value: int | str, param: str = "local_port") -> str:
+    """A port or ``LOW-HIGH`` range (curl's ``--local-port`` takes either), validated."""
+    text = str(value)
+    low, _, high = text.partition("-")
+    first = params.port(low, param)
+    last = params.port(high, param) if high else first
+    if last < first:
+        raise NetlabError(f"parameter {param}: {text!r} is an empty range")
+    return f"{first}-{last}" if last != first else str(first)
+
+
 def frame(results: list[ProbeResult]) -> pd.DataFrame:
     return pd.DataFrame([asdict(r) for r in results])
+
+
+class HeldRequest:
+    """An HTTP request left running in the background for ``seconds`` (curl with a
+    timeout), so a stuck flow can be looked at while it is stuck. Use as a context
+    manager; leaving it waits for curl to end (bounded by ``seconds``)."""
+
+    def __init__(self, target: Target, address: str, port: int, path: str = "/", *, seconds: float = 4.0,
+                 local_port: int | str | None = None, cgroup: str | None = None):  # fmt: skip
+        import threading
+
+        self.args = (target, address, port, path)
+        self.kwargs = {"timeout": seconds, "local_port": local_port, "cgroup": cgroup}
+        self.result: tuple[ProbeResult, ProbeResult] | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.result = http(*self.args, **self.kwargs)  # type: ignore[arg-type]
+
+    def __enter__(self) -> HeldRequest:
+        import time
+
+        self._thread.start()
+        time.sleep(0.5)  # connected and request sent
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join(timeout=float(self.kwargs["timeout"] or 0) + 10)

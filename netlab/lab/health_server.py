@@ -1,5 +1,6 @@
-"""The pods' health endpoint: ``GET /health`` answers ``ok``; ``GET /bytes/N`` streams
-N bytes (a long transfer for cases that need one). Run as
+"""The pods' health endpoint: ``GET /health`` answers ``ok``; ``GET /slow/N`` answers
+after N seconds; ``GET /bytes/N`` streams N bytes (a long transfer for cases that need
+one). Run as
 ``python -m netlab.lab.health_server PORT`` inside a pod's namespace."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -15,6 +17,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if self.path == "/health":
+            body = b"ok\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path.startswith("/slow/") and self.path[6:].isdigit():
+            # A request that stays open for N seconds (at most 30): a flow to look at.
+            time.sleep(min(int(self.path[6:]), 30))
             body = b"ok\n"
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))

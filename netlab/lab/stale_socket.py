@@ -1,10 +1,10 @@
 """Case 000's stale sockmap entry, planted for real.
 
-``python -m netlab.lab.stale_socket MAP_PIN KEY_HEX`` makes an established TCP socket
-pair on loopback (in whatever namespace it runs: outside the accelerated cgroup, since a
+``python -m netlab.lab.stale_socket MAP_PIN KEY_HEX...`` makes, for each key, an
+established TCP socket pair on loopback (in whatever namespace it runs: outside the accelerated cgroup, since a
 socket can sit in only one map with an sk_msg program), inserts one end into the sockhash
-under KEY_HEX with BPF_NOEXIST through libbpf, prints ``planted <cookie>`` and keeps the
-socket alive until killed — like the leftover socket of the incident. Payload redirected
+under KEY_HEX with BPF_NOEXIST through libbpf, prints ``planted <cookie>...`` and keeps the
+sockets alive until killed — like the leftover socket of the incident. Payload redirected
 to it piles up in its receive queue, which nobody reads.
 """
 
@@ -39,10 +39,10 @@ def plant(map_pin: str, key: bytes) -> tuple[socket.socket, socket.socket, socke
 
 
 def main() -> None:
-    map_pin, key_hex = sys.argv[1], sys.argv[2]
-    keep = plant(map_pin, bytes.fromhex(key_hex))
-    cookie = keep[1].getsockopt(socket.SOL_SOCKET, 57, 8)  # SO_COOKIE
-    print(f"planted {int.from_bytes(cookie, 'little')}", flush=True)
+    map_pin = sys.argv[1]
+    kept = [plant(map_pin, bytes.fromhex(key_hex)) for key_hex in sys.argv[2:]]
+    cookies = [int.from_bytes(k[1].getsockopt(socket.SOL_SOCKET, 57, 8), "little") for k in kept]  # SO_COOKIE
+    print("planted " + " ".join(map(str, cookies)), flush=True)
     signal.pause()
 
 

@@ -4,8 +4,9 @@ Node-to-local-pod traffic is accelerated the way Cilium does it: a sockops progr
 the node's and pods' cgroup puts both ends of every established connection into a
 sockhash (``cilium_sock_ops``) under Cilium's sock key, inserting with BPF_NOEXIST, and an
 sk_msg program redirects each payload straight into the peer socket. A stale entry is
-planted: a socket outside the cgroup holds the key that the *server* side of a future
-node-to-pod connection will use (client port 40123). That connection is established,
+planted: sockets outside the cgroup hold the keys that the *server* side of future
+node-to-pod connections will use (client ports 40120-40127; several, because a closed
+client port sits in TIME_WAIT for a minute and the probes must be repeatable). That connection is established,
 but the server's insert fails with EEXIST, so its socket keeps the plain ``tcp_recvmsg``
 handler while the client's has ``tcp_bpf_recvmsg``; the client's request is redirected
 into the stale socket and the server waits forever. Ping works, other node-to-pod
@@ -30,7 +31,7 @@ from netlab.lab.topology import HEALTH_PORT, NODE_V4, POD_V4, Topology, host, sp
 from netlab.probes import bpf_build
 from netlab.targets import NetnsTarget
 
-VICTIM_PORT = 40123  # the client port whose connection meets the stale entry
+VICTIM_PORTS = range(40120, 40128)  # client ports whose connections meet stale entries
 
 
 def _names() -> dict[str, str]:
@@ -46,7 +47,9 @@ def _names() -> dict[str, str]:
 def stale_key(pod_ip: str, node_ip: str, victim_port: int) -> bytes:
     """The key the server socket of node:victim_port -> pod:8080 will want."""
     layout = map_layout("sock_ops", "cookie")
-    return encode(layout.key, [{"sip": pod_ip, "dip": node_ip, "family": 1, "sport": HEALTH_PORT, "dport": victim_port}])
+    return encode(
+        layout.key, [{"sip": pod_ip, "dip": node_ip, "family": 1, "sport": HEALTH_PORT, "dport": victim_port}]
+    )
 
 
 class StuckTcp(Scenario):
@@ -65,17 +68,32 @@ class StuckTcp(Scenario):
         host.run(["mkdir", "-p", pins])
         host.run(["bpftool", "prog", "loadall", obj, f"{pins}/progs", "pinmaps", f"{pins}/maps"])
         sockmap = f"{pins}/maps/cilium_sock_ops"
-        host.run(["bpftool", "cgroup", "attach", cgroup, "sock_ops", "pinned", f"{pins}/progs/{names['sockops']}"])
-        host.run(["bpftool", "prog", "attach", "pinned", f"{pins}/progs/{names['sk_msg']}", "msg_verdict", "pinned", sockmap])
+        host.run(
+            ["bpftool", "cgroup", "attach", cgroup, "sock_ops", "pinned", f"{pins}/progs/{names['sockops']}"]
+        )
+        host.run(
+            [
+                "bpftool",
+                "prog",
+                "attach",
+                "pinned",
+                f"{pins}/progs/{names['sk_msg']}",
+                "msg_verdict",
+                "pinned",
+                sockmap,
+            ]
+        )
         topo.start_health_servers(cgroup=cgroup)
-        stale_cookie = None
+        stale_cookies: list[int] = []
         if not healthy:
-            key = stale_key(POD_V4["pod1"], NODE_V4, VICTIM_PORT)
+            keys = [stale_key(POD_V4["pod1"], NODE_V4, port).hex() for port in VICTIM_PORTS]
             log = f"/run/netlab/{naming.PREFIX}/stale-socket.log"
             os.makedirs(os.path.dirname(log), exist_ok=True)
             with open(log, "w"):
                 pass
-            topo.processes.append(spawn(topo.remote, [sys.executable, "-m", "netlab.lab.stale_socket", sockmap, key.hex()], log=log))
+            topo.processes.append(
+                spawn(topo.remote, [sys.executable, "-m", "netlab.lab.stale_socket", sockmap, *keys], log=log)
+            )
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 text = open(log).read()
@@ -84,14 +102,15 @@ class StuckTcp(Scenario):
                 time.sleep(0.1)
             if "planted" not in text:
                 raise RuntimeError(f"planting the stale entry failed: {text.strip()[-300:]}")
-            stale_cookie = int(text.split("planted", 1)[1].split()[0])
+            stale_cookies = [int(c) for c in text.split("planted", 1)[1].split()]
         return {
             "cgroup": cgroup,
             "sockmap": sockmap,
             "pod_ip": POD_V4["pod1"],
             "pod_port": HEALTH_PORT,
-            "victim_port": VICTIM_PORT,
-            "stale_cookie": stale_cookie,
+            "client_ports": f"{VICTIM_PORTS[0]}-{VICTIM_PORTS[-1]}",
+            "hold_path": "/slow/3",
+            "stale_cookies": stale_cookies,
         }
 
     def verify(self, params: dict[str, Any], healthy: bool) -> VerifyResult:
@@ -104,18 +123,43 @@ class StuckTcp(Scenario):
         result.add("node -> pod ping", "reply", ping.detail, ping.ok)
         _, other = reach.http(node, pod_ip, port, "/health", timeout=2, cgroup=cgroup)
         result.add("node -> pod HTTP (another client port)", "answers", other.detail, other.ok)
-        tcp, victim = reach.http(node, pod_ip, port, "/health", timeout=3, cgroup=cgroup, local_port=params["victim_port"])
-        result.add(f"node -> pod TCP from port {params['victim_port']}", "established", tcp.detail, tcp.ok)
+        ports = params["client_ports"]
+        tcp, victim = reach.http(node, pod_ip, port, "/health", timeout=3, cgroup=cgroup, local_port=ports)
+        result.add(f"node -> pod TCP from ports {ports}", "established", tcp.detail, tcp.ok)
         want = "answers" if healthy else "times out after connecting"
-        result.add(f"node -> pod HTTP from port {params['victim_port']}", want, victim.detail, victim.ok == healthy)
+        result.add(f"node -> pod HTTP from ports {ports}", want, victim.detail, victim.ok == healthy)
         for vantage in ("pod2", "remote"):
             _, web = reach.http(NetnsTarget(params["pod_netns"]["pod2"] if vantage == "pod2" else params["remote_netns"]),
                                 pod_ip, port, "/health", timeout=2)  # fmt: skip
             result.add(f"{vantage} -> pod HTTP", "answers", web.detail, web.ok)
-        # Which receive handlers the sockets got, read from the kernel by an iterator.
-        accelerated = bpf_iter.run("tcp_sockets.bpf.c", NetnsTarget(params["pod_netns"]["pod1"]))
-        listening = [line for line in accelerated.splitlines() if f" {port} 0.0.0.0 0 10 " in line or " 10 " in line]
-        result.add("sockets readable by the TCP iterator", "some", f"{len(accelerated.splitlines())} sockets", bool(accelerated.strip()) or bool(listening))
+        # The receive handler of each end of a flow from those ports, read while it is stuck.
+        from netlab.investigations.stuck_tcp import parse_iterator
+
+        with reach.HeldRequest(node, pod_ip, port, "/slow/3", seconds=4, local_port=ports, cgroup=cgroup):
+            client = parse_iterator(bpf_iter.run("tcp_sockets.bpf.c", node), "node")
+            server = parse_iterator(
+                bpf_iter.run("tcp_sockets.bpf.c", NetnsTarget(params["pod_netns"]["pod1"])), "pod"
+            )
+        lo, hi = (int(x) for x in ports.split("-"))
+        client_h = set(
+            client[client["local_port"].between(lo, hi) & (client["peer_port"] == port)]["handler"]
+        )
+        server_h = set(
+            server[server["peer_port"].between(lo, hi) & (server["local_port"] == port)]["handler"]
+        )
+        want_server = "tcp_bpf_recvmsg" if healthy else "tcp_recvmsg"
+        result.add(
+            "client socket's receive handler",
+            "tcp_bpf_recvmsg",
+            ", ".join(client_h) or "none",
+            client_h == {"tcp_bpf_recvmsg"},
+        )
+        result.add(
+            "server socket's receive handler",
+            want_server,
+            ", ".join(server_h) or "none",
+            server_h == {want_server},
+        )
         return result
 
     def teardown(self) -> None:
@@ -127,7 +171,9 @@ class StuckTcp(Scenario):
         if os.path.isdir(cgroup):
             out = host.run(["bpftool", "-j", "cgroup", "show", cgroup], check=False).stdout
             for prog in json.loads(out) if out.strip() else []:
-                host.run(["bpftool", "cgroup", "detach", cgroup, "sock_ops", "id", str(prog["id"])], check=False)
+                host.run(
+                    ["bpftool", "cgroup", "detach", cgroup, "sock_ops", "id", str(prog["id"])], check=False
+                )
             with open(f"{cgroup}/cgroup.procs") as handle:
                 for pid in handle.read().split():
                     try:
