@@ -21,7 +21,7 @@ NAME = "stuck-tcp"
 
 
 def test_broken_lab_names_the_stale_key_and_handlers() -> None:
-    with scenario(NAME) as params:
+    with scenario(NAME):
         check = lab.verify(NAME)
         assert check.ok, check.text()
         findings = stuck_tcp.investigate(lab=NAME)
