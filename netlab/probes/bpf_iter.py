@@ -17,10 +17,10 @@ from netlab.probes import bpf_build
 from netlab.targets import Target
 
 
-def run(source: str, target: Target, *, timeout: float = 30) -> str:
+def run(source: str, target: Target, *, timeout: float = 30, defines: dict[str, str] | None = None) -> str:
     """Build ``source`` (a ``netlab/probes/bpf`` file), run it once, return its output."""
     host = target.host()
-    obj = bpf_build.build(source, host)
+    obj = bpf_build.build(source, host, defines=defines)
     base = mounts.bpffs(host)
     pin = f"{base}/{naming.probe_name('iter')}"
     host.run(["rm", "-f", pin])

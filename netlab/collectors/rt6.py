@@ -1,0 +1,53 @@
+"""IPv6 route-cache state: ``/proc/net/rt6_stats`` with its columns named, and the
+``net.ipv6.route.*`` sysctls, per network namespace (read inside it)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from netlab.errors import DecodeError
+from netlab.targets import Target
+
+# Order of rt6_stats_seq_show() in net/ipv6/route.c. Column 6 is
+# dst_entries_get_slow(&net->ipv6.ip6_dst_ops): the exact (per-CPU summed) dst count.
+RT6_COLUMNS = ["fib_nodes", "fib_route_nodes", "fib_rt_alloc", "fib_rt_entries", "fib_rt_cache",
+               "dst_entries", "fib_discarded_routes"]  # fmt: skip
+ROUTE_SYSCTLS = ["gc_thresh", "max_size", "gc_min_interval", "gc_timeout", "gc_interval", "gc_elasticity",
+                 "mtu_expires", "min_adv_mss"]  # fmt: skip
+
+
+def parse_rt6_stats(text: str) -> dict[str, int]:
+    fields = text.split()
+    if len(fields) != len(RT6_COLUMNS):
+        raise DecodeError(
+            f"rt6_stats: expected {len(RT6_COLUMNS)} hex columns, got {len(fields)}: {text.strip()!r}"
+        )
+    try:
+        return {name: int(value, 16) for name, value in zip(RT6_COLUMNS, fields, strict=True)}
+    except ValueError:
+        raise DecodeError(f"rt6_stats: a column is not hexadecimal: {text.strip()!r}") from None
+
+
+def stats(target: Target) -> dict[str, int]:
+    return parse_rt6_stats(target.read_text("/proc/net/rt6_stats"))
+
+
+def route_sysctls(target: Target) -> dict[str, int]:
+    out = {}
+    for name in ROUTE_SYSCTLS:
+        text = target.try_read_text(f"/proc/sys/net/ipv6/route/{name}")
+        if text is not None and text.strip().lstrip("-").isdigit():
+            out[name] = int(text)
+    return out
+
+
+def table(targets: dict[str, Target]) -> pd.DataFrame:
+    """rt6_stats and route sysctls side by side, one row per namespace, with headroom."""
+    rows = []
+    for where, target in targets.items():
+        row: dict[str, object] = {"netns": where, **stats(target), **route_sysctls(target)}
+        dst = int(row["dst_entries"])  # type: ignore[call-overload]
+        row["headroom_to_gc_thresh"] = int(row.get("gc_thresh", 0)) - dst  # type: ignore[call-overload]
+        row["headroom_to_max_size"] = int(row.get("max_size", 0)) - dst  # type: ignore[call-overload]
+        rows.append(row)
+    return pd.DataFrame(rows)

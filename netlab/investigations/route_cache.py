@@ -1,0 +1,280 @@
+"""Case 002: IPv6 probes fail now and then — the route cache over ``max_size``.
+
+Every IPv6 route-cache entry is a dst entry counted by a percpu_counter. ``dst_alloc``
+calls the garbage collector once the *fast* count (the shared part only) passes
+``gc_thresh``; on kernels before 6.3 the collector then fails the allocation when the
+*slow* count (shared part plus every CPU's local delta) is still above ``max_size``, the
+route falls back to ``ip6_null_entry`` and the packet is dropped in ``ip6_pkt_discard``.
+Each CPU folds its delta into the shared count only past a batch, so fast and slow
+disagree by up to nr_cpus*(batch-1), depending on which CPU runs: the drops come and go.
+Linux 6.3 removed the max_size check (commit af6d10345ca7, also backported).
+
+Read-only: rt6_stats and sysctls are read inside each namespace, the counter by a BPF
+iterator (pinned, read, unpinned), drops by a bounded tracefs trace.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from netlab import params
+from netlab.collectors import reach, rt6
+from netlab.findings import HEALTHY, Findings
+from netlab.investigations.base import Session
+from netlab.investigations.triage import LIKELY, NOTHING, WORTH_A_LOOK, Signal
+from netlab.probes import drops, dst_counter
+from netlab.targets import Target, open_target
+
+OVER_MAX_SIZE = "route-cache-over-max-size"
+SKEW = "percpu-counter-skew"
+# Drop reasons of IPv6 route lookups that found no route (ip6_pkt_discard and friends).
+ROUTE_DROP_REASONS = (
+    "IP_INNOROUTES",
+    "IP_OUTNOROUTES",
+    "IPV6_NDISC_NS_OTHERHOST",
+    "IP_INADDRERRORS",
+    "IP_OUTADDRERRORS",
+)
+MAX_SIZE_HINT = "Route cache is full: consider increasing sysctl net.ipv6.route.max_size"
+
+
+def release_tuple(release: str) -> tuple[int, int, int]:
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
+    if not match:
+        raise ValueError(f"kernel release {release!r} has no version number")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+@dataclass(frozen=True)
+class KernelRules:
+    """What a kernel release does with the dst counter, and how sure the kit is."""
+
+    release: str
+    enforces_max_size: bool
+    max_size_certainty: str
+    batch_rule: str
+    batch: int
+    worst_gap: int
+
+
+def kernel_rules(release: str, nr_cpus: int) -> KernelRules:
+    """max_size enforcement and the dst counter batch for ``release`` on ``nr_cpus``.
+
+    - max_size: checked in ip6_dst_gc() until Linux 6.3 removed it (commit af6d10345ca7,
+      "ipv6: remove max_size check inline with ipv4"); stable series received the removal
+      as a backport, so for older releases the answer is "likely", not certain.
+    - batch: 4.19's dst_entries_add() used the global percpu_counter_batch,
+      max(32, 2*nr_cpus); later kernels pass a fixed DST_PERCPU_COUNTER_BATCH of 32
+      (include/net/dst_ops.h). The fast count can lag the slow one by nr_cpus*(batch-1).
+    """
+    version = release_tuple(release)
+    if version >= (6, 3):
+        enforced, certainty = False, "certain: removed upstream in 6.3 (af6d10345ca7)"
+    else:
+        enforced = True
+        certainty = ("likely: kernels before 6.3 check max_size unless their stable series or vendor "
+                     "backported af6d10345ca7; the kernel log's max_size hint settles it")  # fmt: skip
+    if version < (4, 20):
+        batch, rule = max(32, 2 * nr_cpus), "percpu_counter_batch = max(32, 2*nr_cpus)"
+    else:
+        batch, rule = 32, "DST_PERCPU_COUNTER_BATCH = 32"
+    return KernelRules(release, enforced, certainty, rule, batch, nr_cpus * (batch - 1))
+
+
+def simulate(
+    nr_cpus: int, batch: int, allocations: int, *, frees: float = 0.2, seed: int = 1
+) -> pd.DataFrame:
+    """A percpu_counter under a workload of dst allocations (and some frees) landing on
+    random CPUs: the shared count (fast) and the exact total (slow) after each event.
+    A model for the write-up, not a measurement."""
+    rng = random.Random(seed)
+    local = [0] * nr_cpus
+    shared = 0
+    rows = []
+    for step in range(allocations):
+        cpu = rng.randrange(nr_cpus)
+        amount = -1 if rng.random() < frees and shared + sum(local) > 0 else 1
+        value = local[cpu] + amount
+        if abs(value) >= batch:  # percpu_counter_add_batch(): fold into the shared count
+            shared += value
+            local[cpu] = 0
+        else:
+            local[cpu] = value
+        rows.append({"event": step, "fast": shared, "slow": shared + sum(local)})
+    return pd.DataFrame(rows)
+
+
+class RouteCache(Session):
+    investigation = "route-cache"
+
+    def __init__(self, target: str | Target = "local", *, pod_targets: dict[str, str] | None = None, pod_ip6: str = "",
+                 pod_port: int = 8080, samples: int = 5, interval: float = 0.5, duration: float = 5.0,
+                 max_events: int = 10000, **extra: Any):  # fmt: skip
+        super().__init__(target, **extra)
+        self.pods = {name: open_target(url) for name, url in (pod_targets or {}).items()}
+        self.pod_ip6 = params.ip_address(pod_ip6, "pod_ip6") if pod_ip6 else ""
+        self.pod_port = params.port(pod_port, "pod_port")
+        self.samples = params.count(samples, "samples", maximum=1000)
+        self.interval = params.positive_number(interval, "interval", maximum=60)
+        self.duration = params.positive_number(duration, "duration", maximum=600)
+        self.max_events = params.count(max_events, "max_events", maximum=1_000_000)
+
+    def route_state(self) -> pd.DataFrame:
+        """rt6_stats with every column named, and the route sysctls, per namespace."""
+        frame = rt6.table({"node": self.target, **self.pods})
+        self.results["state"] = frame
+        self.used("rt6_stats", "/proc/net/rt6_stats and /proc/sys/net/ipv6/route/* read in each namespace")
+        self.evidence("route cache per namespace", frame, "dst_entries is column 6, the exact (slow) count")
+        return frame
+
+    def fast_vs_slow(self) -> pd.DataFrame:
+        """The node's dst counter sampled ``samples`` times: fast, slow and their gap."""
+        rows = []
+        start = time.monotonic()
+        counter = None
+        for _ in range(self.samples):
+            counter = dst_counter.read(self.target)
+            rows.append({"t": round(time.monotonic() - start, 2), "fast": counter.fast, "slow": counter.slow,
+                         "gap": counter.gap, "rt6_dst_entries": counter.rt6_dst_entries,
+                         **{f"cpu{c}": v for c, v in sorted(counter.per_cpu.items())}})  # fmt: skip
+            time.sleep(self.interval)
+        frame = pd.DataFrame(rows)
+        assert counter is not None
+        self.results["counter"] = frame
+        self.results["counter_note"] = counter.note
+        self.used("percpu fast vs slow", f"BPF task iterator (CO-RE) for the shared count; {counter.note}")
+        self.evidence("dst counter: fast vs slow", frame, counter.note)
+        return frame
+
+    def counter_chart(self) -> go.Figure:
+        frame = self.results.get("counter")
+        if frame is None:
+            frame = self.fast_vs_slow()
+        return px.line(frame, x="t", y=["fast", "slow", "rt6_dst_entries"], markers=True,
+                       title="IPv6 dst entries: fast (shared count) vs slow (exact)")  # fmt: skip
+
+    def why_intermittent(self) -> pd.DataFrame:
+        """The batch this kernel uses and the worst-case fast/slow gap on this host."""
+        release = self.kernel()
+        cpus = int(self.target.run(["nproc", "--all"]).stdout.strip() or 1)
+        rules = kernel_rules(release, cpus)
+        self.results["rules"] = rules
+        frame = pd.DataFrame([{"kernel": release, "cpus": cpus, "batch": rules.batch, "batch_rule": rules.batch_rule,
+                               "worst_case_gap": rules.worst_gap, "enforces_max_size": rules.enforces_max_size,
+                               "certainty": rules.max_size_certainty}])  # fmt: skip
+        self.evidence("why it is intermittent", frame, "fast can lag slow by up to cpus*(batch-1)")
+        return frame
+
+    def simulation_chart(self, allocations: int = 3000) -> go.Figure:
+        rules = self.results.get("rules") or kernel_rules(self.kernel(), 96)
+        cpus = max(2, rules.worst_gap // max(rules.batch - 1, 1))
+        frame = simulate(cpus, rules.batch, allocations)
+        fig = px.line(frame, x="event", y=["fast", "slow"],
+                      title=f"SIMULATION: percpu_counter with {cpus} CPUs, batch {rules.batch} "
+                            "(fast = shared count; slow = exact)")  # fmt: skip
+        return fig
+
+    def route_drops(self) -> pd.DataFrame:
+        """IPv6 no-route drops during a bounded trace while the node probes its pod."""
+        during = None
+        if self.pod_ip6:
+
+            def during() -> list[bool]:  # noqa: E306
+                return [
+                    reach.http(self.target, self.pod_ip6, self.pod_port, "/health", timeout=1)[1].ok
+                    for _ in range(5)
+                ]
+
+        trace = drops.trace(self.target, self.duration, max_events=self.max_events, during=during)
+        events = trace.summary
+        route = events[events["reason"].isin(ROUTE_DROP_REASONS)] if len(events) else events
+        self.results["route_drops"] = route
+        self.results["probe_ok"] = trace.during
+        log = self.target.host().run(["dmesg"], check=False).stdout
+        hints = [line for line in log.splitlines() if MAX_SIZE_HINT in line]
+        self.results["max_size_hints"] = hints
+        self.used(
+            "ip6 route drops",
+            trace.mechanism + "; kprobes on ip6_pkt_drop are not needed on kernels with drop reasons",
+        )
+        self.evidence("IPv6 no-route drops", route, f"kernel log max_size hints: {len(hints)}")
+        return route
+
+    def verdict(self) -> Findings:
+        for name, step in (
+            ("state", self.route_state),
+            ("counter", self.fast_vs_slow),
+            ("rules", self.why_intermittent),
+        ):
+            if name not in self.results:
+                step()
+        state = self.results["state"].iloc[0]
+        counter = self.results["counter"].iloc[-1]
+        rules: KernelRules = self.results["rules"]
+        dst, fast, slow = int(state["dst_entries"]), int(counter["fast"]), int(counter["slow"])
+        max_size, gc_thresh = int(state.get("max_size", 0)), int(state.get("gc_thresh", 0))
+        gap = slow - fast
+        drops_seen = len(self.results.get("route_drops", []))
+        enforcement = (f"{rules.release} {'enforces' if rules.enforces_max_size else 'does not enforce'} "
+                       f"net.ipv6.route.max_size ({rules.max_size_certainty})")  # fmt: skip
+        skew = f"the fast count {fast} lags the exact count {slow} by {gap} (batch {rules.batch}, worst case {rules.worst_gap} on this host)"
+        over = dst > max_size
+        near = dst + rules.worst_gap > max_size
+        if rules.enforces_max_size and (over or near):
+            return self.findings(OVER_MAX_SIZE, f"{dst} IPv6 dst entries against max_size {max_size}: route lookups "
+                                 f"fail once gc cannot bring the exact count under it; {skew}. {enforcement}.",
+                                 remediation=[f"sysctl -w net.ipv6.route.max_size={max(4 * dst, 16384)}   # in the node's network namespace",
+                                              "upgrade to a kernel with af6d10345ca7 (6.3+, or a stable backport)"],
+                                 reasons=[f"dst_entries {dst} > max_size {max_size}" if over else "within the fast/slow gap of max_size",
+                                          f"{drops_seen} no-route drops traced"])  # fmt: skip
+        if over or (dst > gc_thresh and gap != 0):
+            return self.findings(SKEW, f"{dst} IPv6 dst entries, past gc_thresh {gc_thresh} and max_size {max_size}, "
+                                 f"but {enforcement}, so nothing is dropped for it here; {skew}. On a kernel that "
+                                 "enforces max_size this node would drop packets intermittently.",
+                                 remediation=[f"sysctl -w net.ipv6.route.max_size={max(4 * dst, 16384)}   # harmless here, needed on older kernels",
+                                              "find what creates the route-cache entries (ip -6 route show cache): PMTU exceptions, redirects"],
+                                 reasons=[f"gap {gap}", f"dst_entries {dst}", enforcement])  # fmt: skip
+        return self.findings(HEALTHY, f"{dst} IPv6 dst entries, under gc_thresh {gc_thresh} and max_size {max_size}; "
+                             f"{skew}. {enforcement}.")  # fmt: skip
+
+
+def start(target: str = "local", lab: str = "", **params_: Any) -> RouteCache:
+    params_ = {k: v for k, v in params_.items() if v not in ("", None)}
+    if lab:
+        from netlab import lab as labs
+
+        saved = labs.load_params(lab)
+        params_.setdefault("pod_targets", {p: f"netns://{ns}" for p, ns in saved["pod_netns"].items()})
+        params_.setdefault("pod_ip6", saved["pod_ip6"])
+        params_.setdefault("pod_port", saved["health_port"])
+        if target == "local":
+            target = f"netns://{saved['node_netns']}"
+    return RouteCache(open_target(target), **params_)
+
+
+def investigate(target: str = "local", lab: str = "", **params_: Any) -> Findings:
+    session = start(target, lab, **params_)
+    session.route_state()
+    session.fast_vs_slow()
+    session.why_intermittent()
+    session.route_drops()
+    return session.verdict()
+
+
+def triage(target: Target) -> Signal:
+    """Quick look: the dst count against gc_thresh and max_size."""
+    state = rt6.table({"node": target}).iloc[0]
+    dst, max_size = int(state["dst_entries"]), int(state.get("max_size", 0) or 0)
+    if max_size and dst > max_size:
+        return Signal("route-cache", LIKELY, f"{dst} IPv6 dst entries > max_size {max_size}")
+    if max_size and dst > max_size / 2:
+        return Signal("route-cache", WORTH_A_LOOK, f"{dst} IPv6 dst entries, max_size {max_size}")
+    return Signal("route-cache", NOTHING, f"{dst} IPv6 dst entries, max_size {max_size}")

@@ -1,0 +1,117 @@
+"""Case 002: IPv6 probes fail — the route cache passes ``net.ipv6.route.max_size``.
+
+The node's IPv6 route sysctls are lowered (``gc_thresh`` 16, ``max_size`` 64, in the
+node's namespace only) and its route cache is filled: the remote side routes
+fd00:99::/64 over a 1280-byte-MTU link, and the node sends 1400-byte don't-fragment UDP
+datagrams to 200 addresses there, so every Packet Too Big answer leaves a PMTU exception
+route — a dst entry — behind. The dst count (rt6_stats column 6) passes max_size, and its
+percpu counter's fast and slow values move.
+
+Which part reproduces where: on kernels that still enforce max_size (before Linux 6.3,
+commit af6d10345ca7, unless a stable backport removed it) new routes then fail and the
+node's probes to its pods drop intermittently, as in the case. From 6.3 on the check is
+gone: the count passes max_size and nothing fails. This lab VM runs 6.18, so here the
+counter moves and the probes keep working. Healthy twin: default sysctls, no flood.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from netlab import naming
+from netlab.collectors import reach
+from netlab.lab.scenario import Scenario, VerifyResult
+from netlab.lab.topology import (
+    POD_V6,
+    REMOTE_V6,
+    Topology,
+    destroy_namespaces,
+    host,
+    netns_exists,
+    sh,
+    sysctl,
+)
+from netlab.targets import NetnsTarget
+
+FAR_PREFIX = "fd00:99::/64"
+FLOOD = 200
+SYSCTLS = {"gc_thresh": "16", "max_size": "64"}
+
+
+def far_ns() -> str:
+    return f"{naming.PREFIX}-r6c-far"
+
+
+class Ipv6RouteCache(Scenario):
+    name = "ipv6-route-cache"
+    short = "r6c"
+    investigation = "route-cache"
+    description = __doc__ or ""
+
+    def build(self, topo: Topology, healthy: bool) -> dict[str, Any]:
+        remote, node, far = topo.remote, topo.node, far_ns()
+        if not netns_exists(far):
+            sh(["ip", "netns", "add", far])
+        sh(["ip", "-n", far, "link", "set", "lo", "up"])
+        if not host.run(["ip", "-n", remote, "link", "show", "dev", "eth1"], check=False).ok:
+            sh(
+                [
+                    "ip",
+                    "-n",
+                    remote,
+                    "link",
+                    "add",
+                    "eth1",
+                    "mtu",
+                    "1280",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "netns",
+                    far,
+                ]
+            )
+        sh(["ip", "-n", far, "link", "set", "eth0", "mtu", "1280"])
+        sysctl(remote, "net.ipv6.conf.all.forwarding", "1")
+        for ns, addr in ((remote, "fd00:98::1/64"), (far, "fd00:98::2/64")):
+            dev = "eth1" if ns == remote else "eth0"
+            sysctl(ns, f"net.ipv6.conf.{dev}.accept_dad", "0")
+            sh(["ip", "-n", ns, "addr", "replace", addr, "dev", dev, "nodad"])
+            sh(["ip", "-n", ns, "link", "set", dev, "up"])
+        sh(["ip", "-n", remote, "-6", "route", "replace", FAR_PREFIX, "via", "fd00:98::2"])
+        sh(["ip", "-n", node, "-6", "route", "replace", FAR_PREFIX, "via", REMOTE_V6])
+        topo.start_health_servers()
+        if not healthy:
+            for key, value in SYSCTLS.items():
+                sysctl(node, f"net.ipv6.route.{key}", value)
+            NetnsTarget(node).run(
+                [sys.executable, "-m", "netlab.lab.pmtu_flood", FAR_PREFIX, str(FLOOD), "1400"], timeout=60
+            )
+        return {"pod_ip6": POD_V6["pod1"], "flood_prefix": FAR_PREFIX, "flooded": 0 if healthy else FLOOD,
+                "lowered_sysctls": {} if healthy else SYSCTLS}  # fmt: skip
+
+    def verify(self, params: dict[str, Any], healthy: bool) -> VerifyResult:
+        from netlab.collectors import rt6
+
+        result = VerifyResult(self.name, healthy)
+        node = NetnsTarget(params["node_netns"])
+        stats = rt6.stats(node)
+        dst = int(stats["dst_entries"])
+        max_size = int(rt6.route_sysctls(node)["max_size"])
+        want = f"> max_size ({max_size})" if not healthy else f"<= max_size ({max_size})"
+        result.add("dst entries in the node's namespace (rt6_stats column 6)", want, str(dst),
+                   (dst > max_size) != healthy)  # fmt: skip
+        for attempt in range(3):
+            _, web = reach.http(node, params["pod_ip6"], params["health_port"], "/health", timeout=2)
+            result.add(f"node -> pod IPv6 HTTP #{attempt + 1}", "answers (max_size not enforced on this kernel)"
+                       if not healthy else "answers", web.detail, web.ok)  # fmt: skip
+        return result
+
+    def teardown(self) -> None:
+        destroy_namespaces([far_ns()])
+
+
+SCENARIO = Ipv6RouteCache()
