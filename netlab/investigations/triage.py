@@ -69,16 +69,19 @@ def table(signals: list[Signal]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["investigation", "score", "headline", "detail", "notebook", "params"])
 
 
-def next_step(signals: list[Signal], *, target: str = "local", out_dir: str = "prepared") -> str:
-    """Markdown naming the notebook to open next, prepared with its parameters filled in."""
+def next_step(signals: list[Signal], *, target: str = "local", out_dir: str = "prepared") -> Any:
+    """Which notebook to open next and why, as Markdown, with a copy of that notebook
+    prepared with its parameters filled in (``notebooks/prepared/``)."""
+    from IPython.display import Markdown
+
     from netlab.report.notebook import prepare
 
     if not signals or signals[0].score == NOTHING:
-        return "No quick check found a symptom. Open the notebook that matches what users report."
+        return Markdown("No quick check found a symptom. Open the notebook that matches what users report.")
     top = signals[0]
     info = REGISTRY[top.investigation]
     path = prepare(top.investigation, {"target": target, **top.params}, out_dir=out_dir)
-    return (
-        f"**Open next: [{info.notebook}]({path})** ({info.title}) — {top.headline}. "
-        f"It is prepared with these parameters: `{top.params}`."
+    return Markdown(
+        f"**Open next: [{info.notebook}]({path})** ({info.title}) because {top.headline}. "
+        f"That copy has these parameters filled in: `{top.params}`."
     )
