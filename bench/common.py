@@ -37,7 +37,9 @@ def fill(pin: str, keys: np.ndarray, values: np.ndarray) -> None:
         step = 65536
         for start in range(0, n, step):
             count = ctypes.c_uint32(min(step, n - start))
-            rc = lib.bpf_map_update_batch(fd, keys[start].ctypes.data, values[start].ctypes.data, ctypes.byref(count), None)
+            rc = lib.bpf_map_update_batch(
+                fd, keys[start].ctypes.data, values[start].ctypes.data, ctypes.byref(count), None
+            )
             if rc < 0:
                 raise OSError(-rc, "bpf_map_update_batch")
     finally:

@@ -38,7 +38,9 @@ def route(name: str, pin: str, dump_file: str) -> dict[str, float]:
     """Run one route in this process; return seconds and peak RSS in MB."""
     start = time.perf_counter()
     if name == "bpftool":
-        out = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", pin], capture_output=True, check=True).stdout
+        out = subprocess.run(
+            ["bpftool", "-j", "map", "dump", "pinned", pin], capture_output=True, check=True
+        ).stdout
         rows = len(json.loads(out))
     elif name == "naive":
         import ipaddress
@@ -51,7 +53,12 @@ def route(name: str, pin: str, dump_file: str) -> dict[str, float]:
         for i in range(data.count):
             k = data.keys[i * 12 : (i + 1) * 12]
             address, dport, slot = struct.unpack_from(">4sHH", k)
-            _ = (str(ipaddress.IPv4Address(address)), dport, slot, struct.unpack_from("<IHH", data.values, i * 12))
+            _ = (
+                str(ipaddress.IPv4Address(address)),
+                dport,
+                slot,
+                struct.unpack_from("<IHH", data.values, i * 12),
+            )
             rows += 1
     elif name == "shell":
         out = subprocess.run(["sh", "-c", f"bpftool map dump pinned '{pin}' | grep -c 'key: {IP_HEX}'"],
@@ -99,10 +106,17 @@ def main() -> None:
         keys[: n // 100, :4] = [10, 96, 0, 10]
         keys[:, 4:8] = np.arange(n, dtype=np.uint32).view(np.uint8).reshape(n, 4)
         values = rng.integers(0, 256, (n, 12), dtype=np.uint8)
-        with pinned_map(f"lb4_{label}", 12, 12, n, "cilium_lb4_serv") as pin, tempfile.NamedTemporaryFile("w", suffix=".txt") as dump:
+        with (
+            pinned_map(f"lb4_{label}", 12, 12, n, "cilium_lb4_serv") as pin,
+            tempfile.NamedTemporaryFile("w", suffix=".txt") as dump,
+        ):
             fill(pin, keys, values)
             if n <= 65_536:
-                dump.write(subprocess.run(["bpftool", "map", "dump", "pinned", pin], capture_output=True, text=True).stdout)
+                dump.write(
+                    subprocess.run(
+                        ["bpftool", "map", "dump", "pinned", pin], capture_output=True, text=True
+                    ).stdout
+                )
                 dump.flush()
             results = {}
             for name in ("bpftool", "naive", "shell", "netlab", "file"):
@@ -112,16 +126,24 @@ def main() -> None:
                     continue
                 results[name] = measure(name, pin, dump.name)
             for name, r in results.items():
-                vs_json = results["bpftool"]["seconds"] / r["seconds"] if "bpftool" in results else float("nan")
+                vs_json = (
+                    results["bpftool"]["seconds"] / r["seconds"] if "bpftool" in results else float("nan")
+                )
                 vs_naive = results["naive"]["seconds"] / r["seconds"]
-                print(f"{label:>5} {name:>8} {r['seconds']:9.3f} {r['peak_mb'] - baseline_rss:8.0f} {vs_json:13.1f} {vs_naive:11.1f}")
+                print(
+                    f"{label:>5} {name:>8} {r['seconds']:9.3f} {r['peak_mb'] - baseline_rss:8.0f} {vs_json:13.1f} {vs_naive:11.1f}"
+                )
             raw_mb = n * 24 / 1e6
-            print(f"{label:>5} raw map bytes {raw_mb:.1f} MB; netlab peak is {(results['netlab']['peak_mb'] - baseline_rss) / raw_mb:.1f}x that")
+            print(
+                f"{label:>5} raw map bytes {raw_mb:.1f} MB; netlab peak is {(results['netlab']['peak_mb'] - baseline_rss) / raw_mb:.1f}x that"
+            )
 
 
 def measure_empty() -> float:
     code = "import resource, pandas, numpy; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
-    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    return float(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,11 @@ def main() -> None:
                 subprocess.run([str(BIN / "papermill"), str(runner.notebooks_dir() / f"{investigation}.ipynb"), executed,
                                 "-p", "lab", scenario, "-k", "python3", "--no-progress-bar"],
                                check=True, capture_output=True, cwd=str(runner.notebooks_dir()))  # fmt: skip
-                subprocess.run([str(BIN / "jupyter"), "nbconvert", "--to", "html", executed], check=True, capture_output=True)
+                subprocess.run(
+                    [str(BIN / "jupyter"), "nbconvert", "--to", "html", executed],
+                    check=True,
+                    capture_output=True,
+                )
                 plain_times.append(time.perf_counter() - start)
         best_netlab, best_plain = min(netlab_times), min(plain_times)
         print(f"netlab run {investigation}: {best_netlab:.1f} s; papermill + nbconvert: {best_plain:.1f} s; "

@@ -16,7 +16,9 @@ ALL = ["map_decode", "trace_overhead", "report_latency"]
 def main() -> int:
     chosen = [a for a in sys.argv[1:] if not a.startswith("-")] or ALL
     extra = [a for a in sys.argv[1:] if a.startswith("-")]
-    print(f"machine: {platform.node()} {platform.release()} {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} CPUs")
+    print(
+        f"machine: {platform.node()} {platform.release()} {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} CPUs"
+    )
     for name in chosen:
         print(f"\n== {name}", flush=True)
         rc = subprocess.run([sys.executable, str(HERE / f"{name}.py"), *extra]).returncode

@@ -39,7 +39,11 @@ def libbpf() -> ctypes.CDLL:
                                               ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32), ctypes.c_void_p]  # fmt: skip
         _lib.bpf_map_update_batch.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                                               ctypes.POINTER(ctypes.c_uint32), ctypes.c_void_p]  # fmt: skip
-        _lib.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
+        _lib.bpf_obj_get_info_by_fd.argtypes = [
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_uint32),
+        ]
         _lib.bpf_obj_get.argtypes = [ctypes.c_char_p]
         _lib.bpf_map_get_fd_by_id.argtypes = [ctypes.c_uint32]
     return _lib
@@ -111,7 +115,7 @@ def read(*, pin: str | None = None, map_id: int | None = None, max_entries: int 
             if rc < 0:
                 if -rc == errno.ENOENT:
                     break  # the last batch
-                if -rc in (errno.EINVAL, errno.ENOTSUPP, 524) and done == 0:
+                if -rc in (errno.EINVAL, errno.ENOTSUP, 524) and done == 0:  # 524: the kernel's ENOTSUPP
                     raise NetlabError(f"map {pin or map_id}: batch lookup unsupported for this map type")
                 raise NetlabError(f"map {pin or map_id}: batch lookup failed: {os.strerror(-rc)}")
         return MapData(info.id, info.name.decode(errors="replace"), ks, vs, keys[: done * ks].tobytes(),

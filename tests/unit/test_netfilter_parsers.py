@@ -16,14 +16,21 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "netfilter"
 
 
 def load(name: str) -> str:
-    return "\n".join(line for line in (DATA / name).read_text().splitlines() if not line.startswith("# SOURCE"))
+    return "\n".join(
+        line for line in (DATA / name).read_text().splitlines() if not line.startswith("# SOURCE")
+    )
 
 
 def test_nft_backend_with_counters_and_positions() -> None:
     rules = iptables.parse_save(load("iptables_save_nft_lab.txt"))
     assert set(rules["backend"]) == {"nft"}
     reject = rules[rules["target"] == "REJECT"].iloc[0]
-    assert (reject["table"], reject["chain"], reject["position"], reject["packets"]) == ("filter", "FORWARD", 3, 2)
+    assert (reject["table"], reject["chain"], reject["position"], reject["packets"]) == (
+        "filter",
+        "FORWARD",
+        3,
+        2,
+    )
     assert "icmp-port-unreachable" in reject["rule"] and reject["comment"] == "nlab case 001"
 
 
@@ -43,7 +50,9 @@ def test_published_counters_and_deltas() -> None:
     assert (row["chain"], row["packets_delta"], row["bytes_delta"]) == ("FOO", 3, 180)
 
 
-@pytest.mark.parametrize("bad", ["-A FORWARD -j ACCEPT", "*filter\n[1:2] garbage\nCOMMIT", "*filter\n:FORWARD\nCOMMIT"])
+@pytest.mark.parametrize(
+    "bad", ["-A FORWARD -j ACCEPT", "*filter\n[1:2] garbage\nCOMMIT", "*filter\n:FORWARD\nCOMMIT"]
+)
 def test_malformed_iptables_names_the_line(bad: str) -> None:
     with pytest.raises(DecodeError, match="iptables-save line"):
         iptables.parse_save(bad)
