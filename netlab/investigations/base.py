@@ -67,3 +67,25 @@ class Session:
             "The evidence needed for a verdict is missing: " + "; ".join(reasons),
             reasons=reasons,
         )
+
+
+def from_lab(
+    target: str, lab: str, params: dict[str, Any], fill: dict[str, str]
+) -> tuple[str, dict[str, Any]]:
+    """Parameters for a run against a lab scenario: empty values dropped, then those
+    named in ``fill`` (parameter -> key of the lab's saved parameters) taken from the
+    lab, and a ``local`` target moved into the lab's node namespace."""
+    params = {k: v for k, v in params.items() if v not in ("", None, 0)}
+    if not lab:
+        return target, params
+    from netlab import lab as labs
+
+    saved = labs.load_params(lab)
+    for name, key in fill.items():
+        value: Any = saved
+        for part in key.split("."):
+            value = value[part]
+        params.setdefault(name, value)
+    if target == "local":
+        target = f"netns://{saved['node_netns']}"
+    return target, params

@@ -26,7 +26,7 @@ from netlab.collectors import bpf_objects
 from netlab.decoders import decode_lb_backends, decode_lb_services, lb_service_table
 from netlab.errors import NetlabError
 from netlab.findings import HEALTHY, Findings
-from netlab.investigations.base import Session
+from netlab.investigations.base import Session, from_lab
 from netlab.investigations.triage import LIKELY, NOTHING, WORTH_A_LOOK, Signal
 from netlab.probes import connect_dest
 from netlab.targets import Target, open_target
@@ -271,17 +271,10 @@ class CgroupProgs(Session):
 
 
 def start(target: str = "local", lab: str = "", **params_: Any) -> CgroupProgs:
-    """A session; with ``lab`` its parameters come from the running lab scenario."""
-    params_ = {k: v for k, v in params_.items() if v not in ("", None)}
-    if lab:
-        from netlab import lab as labs
-
-        saved = labs.load_params(lab)
-        params_.setdefault("cgroup_root", saved["cgroup"])
-        params_.setdefault("cgroup", saved["cgroup"])
-        params_.setdefault("service", saved["service"])
-        if target == "local":
-            target = f"netns://{saved['node_netns']}"
+    """A session; with ``lab`` the parameters not given come from the running lab scenario."""
+    target, params_ = from_lab(
+        target, lab, params_, {"cgroup_root": "cgroup", "cgroup": "cgroup", "service": "service"}
+    )
     return CgroupProgs(open_target(target), **params_)
 
 

@@ -26,7 +26,7 @@ from netlab import params
 from netlab.collectors import conntrack, counters, iptables
 from netlab.errors import NetlabError
 from netlab.findings import HEALTHY, Findings
-from netlab.investigations.base import Session
+from netlab.investigations.base import Session, from_lab
 from netlab.investigations.triage import LIKELY, NOTHING, WORTH_A_LOOK, Signal
 from netlab.probes import drops
 from netlab.targets import NetnsTarget, Target, open_target
@@ -249,20 +249,24 @@ class PacketDrops(Session):
 
 
 def start(target: str = "local", lab: str = "", **params_: Any) -> PacketDrops:
-    params_ = {k: v for k, v in params_.items() if v not in ("", None, 0)}
+    """A session; with ``lab`` the parameters not given come from the running lab scenario."""
+    target, params_ = from_lab(
+        target,
+        lab,
+        params_,
+        {
+            "client": "client",
+            "server": "server",
+            "server_port": "server_port",
+            "pod_netns": "pod_netns.pod1",
+            "host_veth": "interfaces.host_veth",
+            "reproduce": "reproduce",
+        },
+    )
     if lab:
         from netlab import lab as labs
 
-        saved = labs.load_params(lab)
-        params_.setdefault("client", saved["client"])
-        params_.setdefault("server", saved["server"])
-        params_.setdefault("server_port", saved["server_port"])
-        params_.setdefault("pod_netns", saved["pod_netns"]["pod1"])
-        params_.setdefault("host_veth", saved["interfaces"]["host_veth"])
-        params_.setdefault("reproduce", saved.get("reproduce", ""))
-        params_["lab_params"] = saved
-        if target == "local":
-            target = f"netns://{saved['node_netns']}"
+        params_["lab_params"] = labs.load_params(lab)
     return PacketDrops(open_target(target), **params_)
 
 

@@ -28,7 +28,7 @@ import plotly.graph_objects as go
 from netlab import params
 from netlab.collectors import reach, rt6
 from netlab.findings import HEALTHY, Findings
-from netlab.investigations.base import Session
+from netlab.investigations.base import Session, from_lab
 from netlab.investigations.triage import LIKELY, NOTHING, WORTH_A_LOOK, Signal
 from netlab.probes import drops, dst_counter
 from netlab.targets import Target, open_target
@@ -247,16 +247,13 @@ class RouteCache(Session):
 
 
 def start(target: str = "local", lab: str = "", **params_: Any) -> RouteCache:
-    params_ = {k: v for k, v in params_.items() if v not in ("", None)}
+    """A session; with ``lab`` the parameters not given come from the running lab scenario."""
+    target, params_ = from_lab(target, lab, params_, {"pod_ip6": "pod_ip6", "pod_port": "health_port"})
     if lab:
         from netlab import lab as labs
 
         saved = labs.load_params(lab)
         params_.setdefault("pod_targets", {p: f"netns://{ns}" for p, ns in saved["pod_netns"].items()})
-        params_.setdefault("pod_ip6", saved["pod_ip6"])
-        params_.setdefault("pod_port", saved["health_port"])
-        if target == "local":
-            target = f"netns://{saved['node_netns']}"
     return RouteCache(open_target(target), **params_)
 
 

@@ -29,7 +29,7 @@ from netlab.collectors import bpf_objects, reach, ss
 from netlab.decoders import bpftool_map_delete_argv, decode_sockmap, detect_layout, sockmap_entries_per_ip
 from netlab.errors import NetlabError
 from netlab.findings import HEALTHY, Findings
-from netlab.investigations.base import Session
+from netlab.investigations.base import Session, from_lab
 from netlab.investigations.triage import LIKELY, NOTHING, WORTH_A_LOOK, Signal
 from netlab.probes import bpf_iter
 from netlab.targets import Target, open_target
@@ -341,22 +341,28 @@ class StuckTcp(Session):
 
 
 def start(target: str = "local", lab: str = "", **params_: Any) -> StuckTcp:
-    params_ = {k: v for k, v in params_.items() if v not in ("", None, 0)}
+    """A session; with ``lab`` the parameters not given come from the running lab scenario."""
+    target, params_ = from_lab(
+        target,
+        lab,
+        params_,
+        {
+            "pod_ip": "pod_ip",
+            "pod_port": "pod_port",
+            "client_ports": "client_ports",
+            "client_cgroup": "cgroup",
+            "sockmap": "sockmap",
+            "hold_path": "hold_path",
+        },
+    )
     if lab:
+        # The other vantage points are the lab's own namespaces.
         from netlab import lab as labs
 
         saved = labs.load_params(lab)
-        params_.setdefault("pod_ip", saved["pod_ip"])
-        params_.setdefault("pod_port", saved["pod_port"])
-        params_.setdefault("client_ports", saved["client_ports"])
-        params_.setdefault("client_cgroup", saved["cgroup"])
         params_.setdefault("pod_target", f"netns://{saved['pod_netns']['pod1']}")
         params_.setdefault("peer_target", f"netns://{saved['pod_netns']['pod2']}")
         params_.setdefault("remote_target", f"netns://{saved['remote_netns']}")
-        params_.setdefault("sockmap", saved["sockmap"])
-        params_.setdefault("hold_path", saved["hold_path"])
-        if target == "local":
-            target = f"netns://{saved['node_netns']}"
     return StuckTcp(open_target(target), **params_)
 
 

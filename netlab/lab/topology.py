@@ -217,6 +217,32 @@ def kill_netns_processes(netns: str) -> None:
             pass
 
 
+def remove_cgroup(cgroup: str, hook: str) -> None:
+    """Detach every program on ``hook`` of a lab cgroup, kill its processes, remove it.
+
+    Works from the cgroup's name alone, so it also cleans up after a crashed ``up``.
+    """
+    import json
+
+    if not os.path.isdir(cgroup):
+        return
+    out = host.run(["bpftool", "-j", "cgroup", "show", cgroup], check=False).stdout
+    for prog in json.loads(out) if out.strip() else []:
+        host.run(["bpftool", "cgroup", "detach", cgroup, hook, "id", str(prog["id"])], check=False)
+    with open(f"{cgroup}/cgroup.procs") as handle:
+        for pid in handle.read().split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for _ in range(50):  # the killed processes leave the cgroup asynchronously
+        try:
+            os.rmdir(cgroup)
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
 def destroy_namespaces(names: list[str]) -> None:
     for name in names:
         kill_netns_processes(name)

@@ -21,7 +21,7 @@ from netlab import mounts, naming
 from netlab.collectors import reach
 from netlab.decoders import encode, map_layout
 from netlab.lab.scenario import Scenario, VerifyResult
-from netlab.lab.topology import POD_V4, Topology, host
+from netlab.lab.topology import POD_V4, Topology, host, remove_cgroup
 from netlab.probes import bpf_build
 
 SERVICES = {"10.96.0.10": "pod1", "10.96.0.11": "pod2"}
@@ -150,20 +150,7 @@ class StaleCgroupProg(Scenario):
     def teardown(self) -> None:
         names = _names()
         cgroup = names["cgroup"]
-        if os.path.isdir(cgroup):
-            # Only connect4 programs are attached here; detach them all, by id.
-            for prog in _bpftool("cgroup", "show", cgroup) or []:
-                host.run(
-                    ["bpftool", "cgroup", "detach", cgroup, "connect4", "id", str(prog["id"])], check=False
-                )
-            with open(f"{cgroup}/cgroup.procs") as handle:
-                procs = handle.read().split()
-            for pid in procs:
-                try:
-                    os.kill(int(pid), 9)
-                except ProcessLookupError:
-                    pass
-            os.rmdir(cgroup)
+        remove_cgroup(cgroup, "connect4")
         host.run(["rm", "-rf", names["pins"]], check=False)
 
 

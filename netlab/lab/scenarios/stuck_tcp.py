@@ -17,7 +17,6 @@ stale entry.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ from netlab import mounts, naming
 from netlab.collectors import reach
 from netlab.decoders import encode, map_layout
 from netlab.lab.scenario import Scenario, VerifyResult
-from netlab.lab.topology import HEALTH_PORT, NODE_V4, POD_V4, Topology, host, spawn
+from netlab.lab.topology import HEALTH_PORT, NODE_V4, POD_V4, Topology, host, remove_cgroup, spawn
 from netlab.probes import bpf_build
 from netlab.targets import NetnsTarget
 
@@ -168,24 +167,7 @@ class StuckTcp(Scenario):
         if os.path.isdir(f"{pins}/progs") and os.path.exists(f"{pins}/maps/cilium_sock_ops"):
             host.run(["bpftool", "prog", "detach", "pinned", f"{pins}/progs/{names['sk_msg']}", "msg_verdict",
                       "pinned", f"{pins}/maps/cilium_sock_ops"], check=False)  # fmt: skip
-        if os.path.isdir(cgroup):
-            out = host.run(["bpftool", "-j", "cgroup", "show", cgroup], check=False).stdout
-            for prog in json.loads(out) if out.strip() else []:
-                host.run(
-                    ["bpftool", "cgroup", "detach", cgroup, "sock_ops", "id", str(prog["id"])], check=False
-                )
-            with open(f"{cgroup}/cgroup.procs") as handle:
-                for pid in handle.read().split():
-                    try:
-                        os.kill(int(pid), 9)
-                    except ProcessLookupError:
-                        pass
-            for _ in range(50):
-                try:
-                    os.rmdir(cgroup)
-                    break
-                except OSError:
-                    time.sleep(0.1)
+        remove_cgroup(cgroup, "sock_ops")
         host.run(["rm", "-rf", pins], check=False)
 
 
