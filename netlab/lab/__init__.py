@@ -24,7 +24,7 @@ from typing import Any
 from netlab import naming
 from netlab.errors import NetlabError
 from netlab.lab.scenario import Scenario, VerifyResult
-from netlab.lab.topology import destroy_namespaces, owned_namespaces
+from netlab.lab.topology import destroy_namespaces, kill_netns_processes, owned_namespaces
 
 __all__ = [
     "SCENARIOS",
@@ -108,6 +108,9 @@ def verify(name: str) -> VerifyResult:
 
 
 def _teardown(scn: Scenario) -> None:
+    # Processes first: sockets they hold can keep BPF programs and maps alive.
+    for name in scn.topology().namespaces():
+        kill_netns_processes(name)
     scn.teardown()
     destroy_namespaces(scn.topology().namespaces())
     with contextlib.suppress(FileNotFoundError):

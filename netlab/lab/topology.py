@@ -243,6 +243,19 @@ def remove_cgroup(cgroup: str, hook: str) -> None:
             time.sleep(0.1)
 
 
+def wait_programs_gone(names: list[str], timeout: float = 10.0) -> None:
+    """Wait until no loaded BPF program has one of ``names``: the kernel frees programs
+    held by a map (an sk_msg verdict on a sockhash) asynchronously, after the map."""
+    import json
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = host.run(["bpftool", "-j", "prog", "show"], check=False).stdout
+        if not any(p.get("name") in names for p in (json.loads(out) if out.strip() else [])):
+            return
+        time.sleep(0.2)
+
+
 def destroy_namespaces(names: list[str]) -> None:
     for name in names:
         kill_netns_processes(name)

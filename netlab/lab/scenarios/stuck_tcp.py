@@ -26,7 +26,16 @@ from netlab import mounts, naming
 from netlab.collectors import reach
 from netlab.decoders import encode, map_layout
 from netlab.lab.scenario import Scenario, VerifyResult
-from netlab.lab.topology import HEALTH_PORT, NODE_V4, POD_V4, Topology, host, remove_cgroup, spawn
+from netlab.lab.topology import (
+    HEALTH_PORT,
+    NODE_V4,
+    POD_V4,
+    Topology,
+    host,
+    remove_cgroup,
+    spawn,
+    wait_programs_gone,
+)
 from netlab.probes import bpf_build
 from netlab.targets import NetnsTarget
 
@@ -169,6 +178,7 @@ class StuckTcp(Scenario):
                       "pinned", f"{pins}/maps/cilium_sock_ops"], check=False)  # fmt: skip
         remove_cgroup(cgroup, "sock_ops")
         host.run(["rm", "-rf", pins], check=False)
+        wait_programs_gone([names["sockops"], names["sk_msg"]])
 
 
 SCENARIO = StuckTcp()
