@@ -23,7 +23,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from netlab import params
-from netlab.collectors import conntrack, counters, iptables
+from netlab.collectors import conntrack, counters, iptables, nft
 from netlab.errors import NetlabError
 from netlab.findings import HEALTHY, Findings
 from netlab.investigations.base import Session, from_lab
@@ -80,7 +80,10 @@ class PacketDrops(Session):
         self.results.update(before=before, after=after, trace=trace, ct=events.get("ct", pd.DataFrame()))
         self.used("drop points", trace.mechanism)
         self.used("conntrack", "conntrack -E -o timestamp (netlink events), bounded by the window")
-        self.used("netfilter rules", "iptables-save -c before and after the window (counter deltas)")
+        self.used(
+            "netfilter rules",
+            "iptables-save -c and nft -j list ruleset before and after the window (counter deltas)",
+        )
         self.used("along the path", "ip -s -j link and /proc/net/snmp in each namespace, before and after")
         summary = {"window_s": self.duration, "drop_events": int((trace.events["kind"] == "drop").sum()),
                    "capped": trace.capped, "reproduction": str(trace.during) if trace.during is not None else "none"}  # fmt: skip
@@ -91,7 +94,7 @@ class PacketDrops(Session):
         if self.pod is not None:
             links.append(counters.links(self.pod, "pod"))
         return {"links": pd.concat(links, ignore_index=True), "snmp": counters.snmp(self.target),
-                "rules": iptables.rules(self.target)}  # fmt: skip
+                "rules": iptables.rules(self.target), "nft": nft.ruleset(self.target)}  # fmt: skip
 
     def _need_window(self) -> None:
         if "trace" not in self.results:
@@ -144,6 +147,17 @@ class PacketDrops(Session):
         moved["verdict_rule"] = moved["target"].isin(["REJECT", "DROP"])
         moved = moved.sort_values(["verdict_rule", "packets_delta"], ascending=False)
         self.results["rules_moved"] = moved
+        # Native nftables rules (not written by iptables-nft) only show in the nft view.
+        before, after = self.results["before"]["nft"], self.results["after"]["nft"]
+        key = ["family", "table", "chain", "handle"]
+        native = after.merge(before[key + ["packets"]], on=key, how="left", suffixes=("", "_before"))
+        native["packets_delta"] = native["packets"].fillna(0) - native["packets_before"].fillna(0)
+        native = native[(native["packets_delta"] > 0) & ~native["rule"].str.contains("xt ", regex=False)]
+        self.results["nft_moved"] = native
+        if len(native):
+            self.evidence(
+                "native nftables rules whose counters moved", native.drop(columns=["packets_before"])
+            )
         self.evidence("netfilter rules whose counters moved", moved, "REJECT and DROP rules first")
         return moved
 

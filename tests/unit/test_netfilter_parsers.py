@@ -78,3 +78,26 @@ def test_conntrack_junk_only_raises_decode_error(text: str) -> None:
         conntrack.parse(text)
     except DecodeError:
         pass
+
+
+def test_nft_json_ruleset() -> None:
+    from netlab.collectors import nft
+
+    rules = nft.parse_ruleset((DATA / "nft_list_ruleset_lab.json").read_text())
+    native = rules[(rules["table"] == "filter") & (rules["family"] == "inet")]
+    assert list(native["rule"]) == [
+        "ct state established,related accept",
+        "nfproto ipv4 reject with icmp port-unreachable",
+    ]
+    assert (native["hook"] == "forward").all() and list(native["position"]) == [1, 2]
+    legacy_written = rules[(rules["family"] == "ip") & (rules["chain"] == "FORWARD")]
+    assert list(legacy_written["verdict"]) == ["accept", "accept", "reject"]
+    assert "xt match conntrack" in legacy_written["rule"].iloc[0]
+
+
+@pytest.mark.parametrize("bad", ["", "{}", '{"nftables": [{"rule": {"family": "ip"}}]}', '{"nftables": [1]}'])
+def test_nft_malformed(bad: str) -> None:
+    from netlab.collectors import nft
+
+    with pytest.raises(DecodeError, match="nft JSON"):
+        nft.parse_ruleset(bad)
