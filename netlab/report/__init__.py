@@ -19,9 +19,10 @@ from netlab.report.notebook import init_notebook, read_findings
 __all__ = ["FINDINGS_MIME", "init_notebook", "read_findings", "record"]
 
 
-def record(findings: Findings) -> Findings:
+def record(findings: Findings) -> None:
     """Display ``findings`` and embed them as JSON in the cell's output, where
-    :func:`read_findings` (and ``netlab run``) find them again."""
+    :func:`read_findings` (and ``netlab run``) find them again. Returns nothing, so the
+    notebook shows the verdict once."""
     from IPython.display import display
 
     bundle: dict[str, Any] = {
@@ -30,4 +31,3 @@ def record(findings: Findings) -> Findings:
         FINDINGS_MIME: findings.to_dict(),
     }
     display(bundle, raw=True)
-    return findings
