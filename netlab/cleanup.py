@@ -8,6 +8,8 @@ iterator pins and kprobe events named ``<prefix>_<kind>_<pid>`` whose pid is dea
 
 from __future__ import annotations
 
+import shutil
+
 from netlab import mounts, naming
 from netlab.errors import NetlabError
 from netlab.probes import bpf_iter, tracefs
@@ -48,10 +50,24 @@ def sweep_orphans(target: Target | None = None, *, everything: bool = False) -> 
     for pin in pins:
         if target.run(["rm", "-f", pin], check=False).ok:
             removed.append(pin)
+    if isinstance(target, LocalTarget):
+        removed += _kernel_runtime_orphans(everything)
     for event in _kprobe_orphans(target, everything):
         base = mounts.tracefs(target, mount=False)
         target.write_text(f"{base}/kprobe_events", f"-:{event}\n", append=True)
         removed.append(f"kprobe {event}")
+    return removed
+
+
+def _kernel_runtime_orphans(everything: bool) -> list[str]:
+    """Private notebook-kernel directories (connection file with its key, IPC sockets)
+    of runs that were killed before they could remove them."""
+    base, removed = naming.runtime_base(), []
+    for entry in base.glob(f"{naming.PREFIX}_kernel_*-*") if base.is_dir() else []:
+        owner = naming.probe_owner(entry.name.split("-", 1)[0])
+        if owner is not None and (everything or not naming.pid_alive(owner)):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(str(entry))
     return removed
 
 

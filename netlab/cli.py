@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -213,3 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cleanup.sweep_orphans()
         print("netlab: interrupted; probes removed", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (``netlab ... | head``): not an error worth a traceback.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
+from pathlib import Path
 
 from netlab.errors import NetlabError
 
@@ -49,3 +51,10 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def runtime_base() -> Path:
+    """Where runs keep private runtime files (``$NETLAB_RUNTIME``, else /run/netlab as
+    root, else the temporary directory)."""
+    default = "/run/netlab" if os.geteuid() == 0 else tempfile.gettempdir()
+    return Path(os.environ.get("NETLAB_RUNTIME") or default)

@@ -78,28 +78,42 @@ def up(name: str, *, healthy: bool = False) -> dict[str, Any]:
     scn = scenario(name)
     with contextlib.suppress(NetlabError):
         current = load_params(name)
-        if current.get("healthy") == healthy:
+        # Reuse only what is really there: a state file can outlive its lab (a reboot of
+        # the namespaces, a partial ``down``, another test's leftovers).
+        if current.get("healthy") == healthy and _intact(scn, current):
             return current
-        down(name)  # the other twin is up: replace it
+        down(name)  # the other twin, or a damaged one, is up: replace it
     topo = scn.topology()
     try:
         topo.build()
-        params = scn.build(topo, healthy)
+        ready = topo.wait_ready()
+        params = {
+            "scenario": scn.name,
+            "investigation": scn.investigation,
+            "healthy": healthy,
+            **topo.params(),
+            **scn.build(topo, healthy),
+            "ready_seconds": ready,
+        }
+        missing = scn.took_effect(params, healthy)
+        if missing:
+            twin = "healthy twin" if healthy else "fault"
+            raise NetlabError(f"lab {name}: the {twin} did not take effect: {'; '.join(missing)}",
+                              "run `netlab lab down --all` and try again; if it persists, report it")  # fmt: skip
     except BaseException:
         # A half-built lab is worse than none.
         _teardown(scn)
         raise
-    params = {
-        "scenario": scn.name,
-        "investigation": scn.investigation,
-        "healthy": healthy,
-        **topo.params(),
-        **params,
-    }
     os.makedirs(state_dir(), exist_ok=True)
     with open(_state_path(name), "w") as handle:
         json.dump(params, handle, indent=2)
     return params
+
+
+def _intact(scn: Scenario, params: dict[str, Any]) -> bool:
+    if not all(os.path.exists(f"/run/netns/{n}") for n in scn.topology().namespaces()):
+        return False
+    return not scn.took_effect(params, bool(params.get("healthy")))
 
 
 def verify(name: str) -> VerifyResult:

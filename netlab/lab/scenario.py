@@ -73,5 +73,11 @@ class Scenario:
     def verify(self, params: dict[str, Any], healthy: bool) -> VerifyResult:
         raise NotImplementedError
 
+    def took_effect(self, params: dict[str, Any], healthy: bool) -> list[str]:
+        """What of the scenario's state (the fault, or its absence on the healthy twin) is
+        not in place right after ``build``, in words; empty when all is. Cheap, read-only
+        checks: ``verify`` is the full demonstration."""
+        return []
+
     def teardown(self) -> None:
         """Remove what the scenario made outside its namespaces (default: nothing)."""

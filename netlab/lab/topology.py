@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from netlab import naming
 from netlab.errors import NetlabError
+from netlab.lab import ready
 from netlab.targets import LocalTarget, NetnsTarget
 
 NODE_V4, REMOTE_V4 = "192.168.50.1", "192.168.50.2"
@@ -146,6 +147,16 @@ class Topology:
         sh(["ip", "-n", ns, "-6", "route", "replace", "default", "via", "fe80::1", "dev", "eth0"])
         sh(["ip", "-n", node, "route", "replace", f"{POD_V4[pod]}/32", "dev", lxc])
         sh(["ip", "-n", node, "-6", "route", "replace", f"{POD_V6[pod]}/128", "dev", lxc])
+
+    def wait_ready(self, *, timeout: float = 15.0) -> dict[str, float]:
+        """Wait (bounded) until the node's links are up, no address is tentative and the
+        node, the remote and every pod answer each other over IPv4 and IPv6."""
+        pod_addresses = [a for p in self.pods for a in (POD_V4[p], POD_V6[p])]
+        return ready.network(
+            self.namespaces(),
+            {self.node: [REMOTE_V4, REMOTE_V6, *pod_addresses], self.remote: [NODE_V4, NODE_V6]},
+            timeout=timeout,
+        )
 
     def start_health_servers(self, *, cgroup: str | None = None) -> None:
         """A small HTTP server in every pod answering ``GET /health`` with ``ok``."""

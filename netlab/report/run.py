@@ -6,10 +6,13 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netlab import naming
 from netlab import params as validate
 from netlab.errors import NetlabError
 from netlab.findings import Findings
@@ -96,6 +99,7 @@ def run(
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / f"{slug}.ipynb"
     injected = {"target": target, "lab": lab, **(parameters or {})}
+    runtime = kernel_runtime_dir()
     try:
         papermill.execute_notebook(
             str(source),
@@ -106,6 +110,7 @@ def run(
             log_output=False,
             execution_timeout=timeout,
             cwd=str(source.parent),
+            kernel_manager_class=ipc_kernel_manager(runtime),
         )
     except PapermillExecutionError:
         problem = notebook_error(executed) or "the notebook failed"
@@ -117,10 +122,41 @@ def run(
     finally:
         from netlab import cleanup
 
+        shutil.rmtree(runtime, ignore_errors=True)
         cleanup.sweep_orphans()
     findings = read_findings(executed)
     page = render_html(executed, keep_code=keep_code) if html else None
     return RunResult(findings, executed, page)
+
+
+def kernel_runtime_dir() -> Path:
+    """A private directory (mode 0700) for one run's notebook kernel: its connection file,
+    which holds the HMAC key, and its IPC sockets. Removed after the run; named
+    ``<prefix>_kernel_<pid>-*`` so the sweep removes those of a killed run."""
+    base = naming.runtime_base()
+    base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{naming.probe_name('kernel')}-", dir=base))
+
+
+def ipc_kernel_manager(runtime: Path) -> type:
+    """A kernel manager that talks to the kernel over IPC sockets in ``runtime``.
+
+    Over TCP every message (code and outputs) crosses loopback in plain text, and
+    ipykernel says so on stderr in the middle of ``netlab run``'s output; a Unix socket in
+    a private directory has neither problem."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IpcKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _netlab_transport(self) -> str:
+            return "ipc"
+
+        @default("connection_file")
+        def _netlab_connection_file(self) -> str:
+            return str(runtime / "kernel.json")
+
+    return IpcKernelManager
 
 
 def render_html(executed: Path, *, keep_code: bool = False) -> Path:

@@ -25,6 +25,11 @@ from netlab.targets import NetnsTarget
 
 SERVER_PORT = 9418  # git's port
 PULL_SECONDS = 3.0  # longer than the shortened CLOSE_WAIT timeout
+# CLOSE_WAIT shortened so the late packet meets an expired entry; no mid-stream pickup.
+SYSCTLS = {
+    "net.netfilter.nf_conntrack_tcp_timeout_close_wait": "2",
+    "net.netfilter.nf_conntrack_tcp_loose": "0",
+}
 
 
 def rules(healthy: bool) -> list[list[str]]:
@@ -70,8 +75,8 @@ class ConntrackReject(Scenario):
         node = NetnsTarget(topo.node)
         for rule in rules(healthy):
             node.run(["iptables", *rule])
-        sysctl(topo.node, "net.netfilter.nf_conntrack_tcp_timeout_close_wait", "2")
-        sysctl(topo.node, "net.netfilter.nf_conntrack_tcp_loose", "0")
+        for key, value in SYSCTLS.items():
+            sysctl(topo.node, key, value)
         topo.processes.append(
             spawn(topo.remote, [sys.executable, "-m", "netlab.lab.halfclose", "server", str(SERVER_PORT)])
         )
@@ -83,6 +88,27 @@ class ConntrackReject(Scenario):
             "interfaces": {"uplink": "eth0", "host_veth": "lxc1", "pod_veth": "eth0"},
             "reproduce": "lab",
         }
+
+    def took_effect(self, params: dict[str, Any], healthy: bool) -> list[str]:
+        node = NetnsTarget(params["node_netns"])
+        problems = []
+        listed = node.run(["iptables", "-S", "FORWARD"], check=False).stdout.splitlines()
+        ours = [line for line in listed if f"{naming.PREFIX} case 001" in line]
+        if len(ours) != len(rules(healthy)) or "-j REJECT" not in ours[-1]:
+            problems.append(
+                f"FORWARD holds {len(ours)} of the lab's {len(rules(healthy))} rules, REJECT last"
+            )
+        for key, want in SYSCTLS.items():
+            seen = node.read_text("/proc/sys/" + key.replace(".", "/")).strip()
+            if seen != want:
+                problems.append(f"{key} is {seen}, not {want}")
+        if (
+            not NetnsTarget(params["remote_netns"])
+            .run(["ss", "-Htln", f"sport = :{SERVER_PORT}"])
+            .stdout.strip()
+        ):
+            problems.append(f"nothing listens on the remote's port {SERVER_PORT}")
+        return problems
 
     def verify(self, params: dict[str, Any], healthy: bool) -> VerifyResult:
         from netlab.collectors import iptables

@@ -20,7 +20,8 @@ import sys
 from typing import Any
 
 from netlab import naming
-from netlab.collectors import reach
+from netlab.collectors import reach, rt6
+from netlab.lab import ready
 from netlab.lab.scenario import Scenario, VerifyResult
 from netlab.lab.topology import (
     POD_V6,
@@ -35,8 +36,14 @@ from netlab.lab.topology import (
 from netlab.targets import NetnsTarget
 
 FAR_PREFIX = "fd00:99::/64"
+REMOTE_FAR_V6, FAR_V6 = "fd00:98::1", "fd00:98::2"
 FLOOD = 200
 SYSCTLS = {"gc_thresh": "16", "max_size": "64"}
+
+
+def dst_entries(netns: str) -> int:
+    """The namespace's IPv6 dst count (rt6_stats column 6, the counter's exact sum)."""
+    return int(rt6.stats(NetnsTarget(netns))["dst_entries"])
 
 
 def far_ns() -> str:
@@ -76,26 +83,52 @@ class Ipv6RouteCache(Scenario):
             )
         sh(["ip", "-n", far, "link", "set", "eth0", "mtu", "1280"])
         sysctl(remote, "net.ipv6.conf.all.forwarding", "1")
-        for ns, addr in ((remote, "fd00:98::1/64"), (far, "fd00:98::2/64")):
+        for ns, addr in ((remote, f"{REMOTE_FAR_V6}/64"), (far, f"{FAR_V6}/64")):
             dev = "eth1" if ns == remote else "eth0"
             sysctl(ns, f"net.ipv6.conf.{dev}.accept_dad", "0")
             sh(["ip", "-n", ns, "addr", "replace", addr, "dev", dev, "nodad"])
             sh(["ip", "-n", ns, "link", "set", dev, "up"])
-        sh(["ip", "-n", remote, "-6", "route", "replace", FAR_PREFIX, "via", "fd00:98::2"])
+        sh(["ip", "-n", remote, "-6", "route", "replace", FAR_PREFIX, "via", FAR_V6])
         sh(["ip", "-n", node, "-6", "route", "replace", FAR_PREFIX, "via", REMOTE_V6])
+        # The far link must carry packets before the flood: the remote forwards the
+        # first datagram only once it has resolved the far side.
+        ready.network([remote, far], {remote: [FAR_V6]})
         topo.start_health_servers()
+        floods = 0
         if not healthy:
             for key, value in SYSCTLS.items():
                 sysctl(node, f"net.ipv6.route.{key}", value)
-            NetnsTarget(node).run(
-                [sys.executable, "-m", "netlab.lab.pmtu_flood", FAR_PREFIX, str(FLOOD), "1400"], timeout=60
-            )
+            max_size = int(SYSCTLS["max_size"])
+            # Each exception needs a Packet Too Big to come back; a datagram lost to a
+            # neighbour still being resolved leaves none. Flood until the count is past
+            # max_size, a bounded number of times (took_effect then names the shortfall).
+            while floods < 3:
+                floods += 1
+                NetnsTarget(node).run(
+                    [sys.executable, "-m", "netlab.lab.pmtu_flood", FAR_PREFIX, str(FLOOD), "1400"],
+                    timeout=60,
+                )
+                if dst_entries(node) > max_size:
+                    break
+                ready.network([node, remote, far], {node: [REMOTE_V6], remote: [FAR_V6]})
         return {"pod_ip6": POD_V6["pod1"], "flood_prefix": FAR_PREFIX, "flooded": 0 if healthy else FLOOD,
-                "lowered_sysctls": {} if healthy else SYSCTLS}  # fmt: skip
+                "floods": floods, "lowered_sysctls": {} if healthy else SYSCTLS}  # fmt: skip
+
+    def took_effect(self, params: dict[str, Any], healthy: bool) -> list[str]:
+        node = params["node_netns"]
+        dst = dst_entries(node)
+        max_size = int(rt6.route_sysctls(NetnsTarget(node))["max_size"])
+        if healthy:
+            return [] if dst <= max_size else [f"{dst} IPv6 dst entries, past max_size {max_size}"]
+        if dst > max_size:
+            return []
+        return [
+            f"the route cache holds {dst} dst entries after {params.get('floods')} floods of {FLOOD} "
+            f"don't-fragment datagrams to {FAR_PREFIX}; expected more than max_size ({max_size}): "
+            "no Packet Too Big answers came back (is the far link up and the remote forwarding?)"
+        ]
 
     def verify(self, params: dict[str, Any], healthy: bool) -> VerifyResult:
-        from netlab.collectors import rt6
-
         result = VerifyResult(self.name, healthy)
         node = NetnsTarget(params["node_netns"])
         stats = rt6.stats(node)

@@ -67,6 +67,16 @@ def _fill(pins: str, services: dict[str, str], backends: dict[int, str]) -> None
                   "value", "hex", *encode(be.value, [{"address": address, "port": BACKEND_PORT, "proto": 6}]).hex(" ").split()])  # fmt: skip
 
 
+def _connect4_order(cgroup: str) -> list[str]:
+    tree = _bpftool("cgroup", "show", cgroup) or []
+    return [p["name"] for p in tree if p.get("attach_type") == "cgroup_inet4_connect"]
+
+
+def _expected_order(healthy: bool) -> list[str]:
+    names = _names()
+    return [names["new_prog"]] if healthy else [names["old_prog"], names["new_prog"]]
+
+
 def _load(name: str, pins: str, cgroup: str) -> int:
     """Load one copy of the program with fresh maps pinned under ``pins``; attach it."""
     obj = bpf_build.build("lb4_connect.bpf.c", package="netlab.lab", defines={"PROG_NAME": name})
@@ -115,6 +125,18 @@ class StaleCgroupProg(Scenario):
             "new_prog_id": new_id,
         }
 
+    def took_effect(self, params: dict[str, Any], healthy: bool) -> list[str]:
+        order, want = _connect4_order(params["cgroup"]), _expected_order(healthy)
+        problems = []
+        if order != want:
+            problems.append(f"connect4 programs in run order are {order or 'none'}, expected {want}")
+        held = _bpftool("map", "dump", "pinned", params["pinned_services"]) or []
+        if len(held) != 2 * len(SERVICES):  # a frontend and one backend slot per service
+            problems.append(
+                f"{params['pinned_services']} holds {len(held)} entries, expected {2 * len(SERVICES)}"
+            )
+        return problems
+
     def verify(self, params: dict[str, Any], healthy: bool) -> VerifyResult:
         from netlab.probes import connect_dest
         from netlab.targets import NetnsTarget
@@ -122,10 +144,7 @@ class StaleCgroupProg(Scenario):
         result = VerifyResult(self.name, healthy)
         node = NetnsTarget(params["node_netns"])
         cgroup = params["cgroup"]
-        tree = _bpftool("cgroup", "show", cgroup) or []
-        order = [p["name"] for p in tree if p.get("attach_type") == "cgroup_inet4_connect"]
-        names = _names()
-        want = [names["new_prog"]] if healthy else [names["old_prog"], names["new_prog"]]
+        order, want = _connect4_order(cgroup), _expected_order(healthy)
         result.add(
             "connect4 programs in run order",
             " then ".join(want),

@@ -17,6 +17,7 @@ stale entry.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -120,6 +121,23 @@ class StuckTcp(Scenario):
             "hold_path": "/slow/3",
             "stale_cookies": stale_cookies,
         }
+
+    def took_effect(self, params: dict[str, Any], healthy: bool) -> list[str]:
+        names = _names()
+        problems = []
+        attached = host.run(["bpftool", "-j", "cgroup", "show", params["cgroup"]], check=False).stdout
+        if names["sockops"] not in attached:
+            problems.append(f"the sockops program {names['sockops']} is not attached to {params['cgroup']}")
+        out = host.run(["bpftool", "-j", "map", "dump", "pinned", params["sockmap"]], check=False).stdout
+        held = {bytes(int(b, 16) for b in e["key"]).hex() for e in (json.loads(out) if out.strip() else [])}
+        wanted = {stale_key(params["pod_ip"], NODE_V4, port).hex() for port in VICTIM_PORTS}
+        if not healthy and not wanted <= held:
+            problems.append(
+                f"{len(wanted - held)} of {len(wanted)} stale sock keys are not in {params['sockmap']}"
+            )
+        if healthy and wanted & held:
+            problems.append(f"the healthy twin's {params['sockmap']} holds a key of the victim ports")
+        return problems
 
     def verify(self, params: dict[str, Any], healthy: bool) -> VerifyResult:
         from netlab.probes import bpf_iter
