@@ -140,6 +140,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.main(out=args.out)
 
 
+class _RunHelp(argparse.Action):
+    """``netlab run NAME --help``: the usual help plus NAME's declared parameters."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        from netlab.investigations import REGISTRY
+
+        text = parser.format_help()
+        cls = REGISTRY.get(getattr(namespace, "investigation", None) or "")
+        if cls is None:
+            text += (
+                "\ninvestigations: "
+                + ", ".join(REGISTRY)
+                + " (`netlab run NAME --help` for its parameters)\n"
+            )
+        else:
+            text += f"\n{cls.name}: {cls.title}\nparameters (-p NAME VALUE; --lab {cls.scenario} fills them from the lab):\n"
+            text += "".join(f"  {p.describe()}\n" for p in cls.params)
+        print(text, end="")
+        parser.exit(0)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from netlab import lab
+    from netlab.investigations import REGISTRY
+
+    rows = [{"kind": "investigation", "name": c.name, "about": c.title} for c in REGISTRY.values()]
+    rows += [{"kind": "lab scenario", "name": s.name, "about": s.description.strip().splitlines()[0]}
+             for s in lab.SCENARIOS().values()]  # fmt: skip
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            print(f"{row['kind']:<14} {row['name']:<18} {row['about']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="netlab", description="Guided investigations of node networking incidents."
@@ -169,7 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lab)
 
-    p = sub.add_parser("run", help="run an investigation notebook headlessly")
+    p = sub.add_parser("run", help="run an investigation notebook headlessly", add_help=False)
+    p.add_argument(
+        "-h", "--help", action=_RunHelp, nargs=0, help="this help, and the investigation's parameters"
+    )
     p.add_argument("investigation")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--target", default="local")
@@ -182,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-code", action="store_true", help="show code cells in the HTML report")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("list", help="the investigations and lab scenarios, one line each")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("cleanup", help="remove probes left by killed netlab processes")
     p.add_argument("--all", action="store_true", help="also live probes and every lab scenario")

@@ -20,15 +20,9 @@ from typing import Any
 import pandas as pd
 
 from netlab import mounts, naming
+from netlab.capability import Check
 from netlab.errors import NetlabError
 from netlab.targets import Target, open_target
-
-
-@dataclass
-class Check:
-    name: str
-    available: bool | None  # None: could not be determined
-    detail: str
 
 
 @dataclass

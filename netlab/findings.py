@@ -23,6 +23,8 @@ INCONCLUSIVE = "inconclusive"
 
 # The MIME type under which findings are embedded in an executed notebook.
 FINDINGS_MIME = "application/vnd.netlab.findings+json"
+# ... and the evidence they were decided on (netlab.investigations.base.Evidence).
+EVIDENCE_MIME = "application/vnd.netlab.evidence+json"
 
 
 @dataclass

@@ -1,32 +1,34 @@
-"""The investigations, one module per incident, each returning Findings.
+"""The investigations, one class per incident (see :mod:`netlab.investigations.base` for
+the contract each keeps).
 
-``REGISTRY`` maps the name used by ``netlab run NAME`` to its module and notebook.
+``REGISTRY`` maps the name used by ``netlab run NAME`` to its class; :func:`get` is the
+one lookup, with the error a user sees for a wrong name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
+
+from netlab.errors import NetlabError
+from netlab.findings import Findings
+from netlab.investigations.base import Investigation
+from netlab.investigations.cgroup_progs import CgroupProgs
+from netlab.investigations.packet_drops import PacketDrops
+from netlab.investigations.route_cache import RouteCache
+from netlab.investigations.stuck_tcp import StuckTcp
+
+REGISTRY: dict[str, type[Investigation]] = {
+    cls.name: cls for cls in (StuckTcp, PacketDrops, RouteCache, CgroupProgs)
+}
 
 
-@dataclass(frozen=True)
-class InvestigationInfo:
-    name: str  # netlab run NAME
-    module: str  # netlab.investigations.<module>
-    notebook: str  # notebooks/<file>
-    lab: str  # the lab scenario that reproduces it
-    title: str
+def get(name: str) -> type[Investigation]:
+    found = REGISTRY.get(name)
+    if found is None:
+        raise NetlabError(f"no investigation {name!r}", f"choose one of: {', '.join(REGISTRY)}")
+    return found
 
 
-REGISTRY: dict[str, InvestigationInfo] = {
-    info.name: info
-    for info in (
-        InvestigationInfo("stuck-tcp", "netlab.investigations.stuck_tcp", "stuck-tcp.ipynb", "stuck-tcp",
-                          "TCP requests stuck after the connection is established (sockmap)"),
-        InvestigationInfo("packet-drops", "netlab.investigations.packet_drops", "packet-drops.ipynb", "conntrack-reject",
-                          "Where packets vanish: drop points, netfilter rules and conntrack states"),
-        InvestigationInfo("route-cache", "netlab.investigations.route_cache", "route-cache.ipynb", "ipv6-route-cache",
-                          "IPv6 route cache and percpu counters: fast vs slow"),
-        InvestigationInfo("cgroup-progs", "netlab.investigations.cgroup_progs", "cgroup-progs.ipynb", "stale-cgroup-prog",
-                          "cgroup BPF programs and map inventory: stale programs and duplicate maps"),
-    )
-}  # fmt: skip
+def investigate(name: str, target: str = "local", lab: str = "", **params: Any) -> Findings:
+    """Run investigation ``name`` from start to verdict (what its notebook does, cell by cell)."""
+    return get(name).start(target, lab, **params).run()

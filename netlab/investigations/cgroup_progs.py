@@ -26,10 +26,9 @@ from netlab.collectors import bpf_objects
 from netlab.decoders import decode_lb_backends, decode_lb_services, lb_service_table
 from netlab.errors import NetlabError
 from netlab.findings import HEALTHY, Findings
-from netlab.investigations.base import Session, from_lab
-from netlab.investigations.triage import LIKELY, NOTHING, WORTH_A_LOOK, Signal
+from netlab.investigations.base import LIKELY, NOTHING, WORTH_A_LOOK, Evidence, Investigation, Param, Signal
 from netlab.probes import connect_dest
-from netlab.targets import Target, open_target
+from netlab.targets import Target
 
 VERDICT = "stale-cgroup-program"
 SERVICE_MAPS = ("cilium_lb4_serv", "cilium_lb4_services")
@@ -45,17 +44,35 @@ def parse_service(value: str, param: str = "service") -> tuple[str, int]:
     return params.ip_address(address, param), params.port(port, param)
 
 
-class CgroupProgs(Session):
-    investigation = "cgroup-progs"
+def _service_param(value: Any, name: str) -> str:
+    address, port = parse_service(value, name)
+    return f"{address}:{port}"
 
-    def __init__(self, target: str | Target = "local", *, cgroup_root: str = "", service: str = "",
-                 cgroup: str = "", **extra: Any):  # fmt: skip
-        super().__init__(target, **extra)
-        self.cgroup_root = (
-            params.path(cgroup_root, "cgroup_root") if cgroup_root else mounts.cgroup2(self.target.host())
-        )
-        self.service = parse_service(service) if service else None
-        self.cgroup = params.path(cgroup, "cgroup") if cgroup else ""
+
+def _path_param(value: Any, name: str) -> str:
+    return params.path(value, name)
+
+
+class CgroupProgs(Investigation):
+    name = "cgroup-progs"
+    title = "cgroup BPF programs and map inventory: stale programs and duplicate maps"
+    notebook = "cgroup-progs.ipynb"
+    scenario = "stale-cgroup-prog"
+    params = (
+        Param("cgroup_root", str, "", "cgroup v2 directory to inventory (default: the whole hierarchy)",
+              _path_param, lab="cgroup"),
+        Param("cgroup", str, "", "the affected pods' cgroup, for the real connect() probe",
+              _path_param, lab="cgroup"),
+        Param("service", str, "", "the unreachable service, ADDRESS:PORT (default: every service)",
+              _service_param, lab="service"),
+    )  # fmt: skip
+    steps = ("inventory", "duplicate_maps", "lb_maps", "connect_walk")
+
+    def prepare(self) -> None:
+        v = self.values
+        self.cgroup_root = v["cgroup_root"] or mounts.cgroup2(self.target.host())
+        self.service = parse_service(v["service"]) if v["service"] else None
+        self.cgroup = v["cgroup"]
         self._maps: pd.DataFrame | None = None
         self._progs: pd.DataFrame | None = None
         self._attached: pd.DataFrame | None = None
@@ -78,6 +95,7 @@ class CgroupProgs(Session):
         )
         frame["several_on_hook"] = frame["programs_on_hook"] > 1
         self.results["inventory"] = frame
+        self.results["cgroup_root"] = self.cgroup_root
         shown = frame.drop(columns=["map_ids"])
         self.evidence("cgroup programs per hook, in run order", shown,
                       "position 1 runs first; several programs on one hook are marked")  # fmt: skip
@@ -221,28 +239,31 @@ class CgroupProgs(Session):
                       "actual is the destination the kernel chose after every connect4 program ran")  # fmt: skip
 
     # --- step 5 ------------------------------------------------------------------
-    def verdict(self) -> Findings:
-        if "walk" not in self.results:
-            self.connect_walk()
-        walk: pd.DataFrame = self.results["walk"]
+    @staticmethod
+    def decide(evidence: Evidence) -> Findings:
+        results = evidence.results
+        if "walk" not in results:
+            return evidence.inconclusive(["the connect walk did not run"])
+        walk: pd.DataFrame = results["walk"]
+        lb = results.get("lb_maps", pd.DataFrame())
         if walk.empty:
-            if not self._program_tables():
-                return self.findings(
+            if lb.empty:
+                return evidence.findings(
                     HEALTHY,
                     "No cgroup program uses a Cilium lb4 service map; nothing rewrites connect() here.",
                 )
-            return self.inconclusive(["no connect4 program is attached under " + self.cgroup_root])
+            return evidence.inconclusive(["no connect4 program is attached under " + results["cgroup_root"]])
         bad = walk[walk["differs_from_pinned"] & (walk["rewrites_to"] != "(not a service here: unchanged)")]
-        stale = bad[~bad["map_id"].isin([int(i) for t in self._program_tables().values() if t["pinned_copy"].any()
-                                          for i in t["service_map_id"].unique()])]  # fmt: skip
-        actual = self.results.get("actual", {})
+        pinned_maps = set(lb[lb["pinned_copy"]]["service_map_id"].astype(int)) if len(lb) else set()
+        stale = bad[~bad["map_id"].isin(pinned_maps)]
+        actual = results.get("actual", {})
         if stale.empty:
             summary = "Every connect4 program agrees with the pinned (agent-managed) service map."
             if len(walk.groupby(["cgroup"])["prog_id"].nunique().loc[lambda s: s > 1]):
                 summary += " Several programs share a hook, but their maps agree."
-            return self.findings(HEALTHY, summary)
+            return evidence.findings(HEALTHY, summary)
         first = stale.sort_values("position").iloc[0]
-        dup = self.results.get("duplicate_maps")
+        dup = results.get("duplicate_maps")
         pair = ""
         if dup is not None and len(dup):
             same = (
@@ -267,37 +288,20 @@ class CgroupProgs(Session):
         ]
         reasons = [f"stale program id {first['prog_id']} at position {first['position']}",
                    f"wrong backend {first['rewrites_to']}", f"expected {first['pinned_map_says']}"]  # fmt: skip
-        return self.findings(VERDICT, summary, remediation=remediation, reasons=reasons)
+        return evidence.findings(VERDICT, summary, remediation=remediation, reasons=reasons)
 
-
-def start(target: str = "local", lab: str = "", **params_: Any) -> CgroupProgs:
-    """A session; with ``lab`` the parameters not given come from the running lab scenario."""
-    target, params_ = from_lab(
-        target, lab, params_, {"cgroup_root": "cgroup", "cgroup": "cgroup", "service": "service"}
-    )
-    return CgroupProgs(open_target(target), **params_)
-
-
-def investigate(target: str = "local", lab: str = "", **params_: Any) -> Findings:
-    session = start(target, lab, **params_)
-    session.inventory()
-    session.duplicate_maps()
-    session.lb_maps()
-    session.connect_walk()
-    return session.verdict()
-
-
-def triage(target: Target) -> Signal:
-    """Quick look: several programs on one cgroup hook, and LB maps sharing a name."""
-    host = target.host()
-    attached = bpf_objects.cgroup_attachments(host, mounts.cgroup2(host))
-    maps = bpf_objects.maps(host)
-    lb = maps[maps["name"].str.startswith(SERVICE_MAPS)]
-    crowded = attached[attached["programs_on_hook"] > 1]
-    if len(lb) > 1 and len(crowded):
-        return Signal("cgroup-progs", LIKELY, f"{len(lb)} copies of the LB service map and "
-                      f"{crowded['prog_id'].nunique()} programs sharing a cgroup hook",
-                      params={"cgroup": str(crowded["cgroup"].iloc[0])})  # fmt: skip
-    if len(lb) > 1 or len(crowded):
-        return Signal("cgroup-progs", WORTH_A_LOOK, "duplicate LB maps or several programs on one hook")
-    return Signal("cgroup-progs", NOTHING, "one program per cgroup hook, no duplicate LB maps")
+    @staticmethod
+    def triage(target: Target) -> Signal:
+        """Quick look: several programs on one cgroup hook, and LB maps sharing a name."""
+        host = target.host()
+        attached = bpf_objects.cgroup_attachments(host, mounts.cgroup2(host))
+        maps = bpf_objects.maps(host)
+        lb = maps[maps["name"].str.startswith(SERVICE_MAPS)]
+        crowded = attached[attached["programs_on_hook"] > 1]
+        if len(lb) > 1 and len(crowded):
+            return Signal("cgroup-progs", LIKELY, f"{len(lb)} copies of the LB service map and "
+                          f"{crowded['prog_id'].nunique()} programs sharing a cgroup hook",
+                          params={"cgroup": str(crowded["cgroup"].iloc[0])})  # fmt: skip
+        if len(lb) > 1 or len(crowded):
+            return Signal("cgroup-progs", WORTH_A_LOOK, "duplicate LB maps or several programs on one hook")
+        return Signal("cgroup-progs", NOTHING, "one program per cgroup hook, no duplicate LB maps")

@@ -26,35 +26,64 @@ from netlab import params
 from netlab.collectors import conntrack, counters, iptables, nft
 from netlab.errors import NetlabError
 from netlab.findings import HEALTHY, Findings
-from netlab.investigations.base import Session, from_lab
-from netlab.investigations.triage import LIKELY, NOTHING, WORTH_A_LOOK, Signal
+from netlab.investigations.base import LIKELY, NOTHING, WORTH_A_LOOK, Evidence, Investigation, Param, Signal
 from netlab.probes import drops
-from netlab.targets import NetnsTarget, Target, open_target
+from netlab.targets import NetnsTarget, Target
 
 VERDICT = "netfilter-drop"
 
 
-class PacketDrops(Session):
-    investigation = "packet-drops"
+def transitions(ct: pd.DataFrame | None) -> dict[str, list[str]]:
+    """Each flow's conntrack states in order, repeats collapsed."""
+    if ct is None or ct.empty:
+        return {}
+    out: dict[str, list[str]] = {}
+    for flow, group in ct.sort_values("time").groupby("flow"):
+        states: list[str] = []
+        for state in group["state"]:
+            if not states or states[-1] != state:
+                states.append(state)
+        out[str(flow)] = states
+    return out
 
-    def __init__(self, target: str | Target = "local", *, client: str = "", server: str = "", server_port: int = 0,
-                 duration: float = 8.0, max_events: int = 20000, pod_netns: str = "", uplink: str = "eth0",
-                 host_veth: str = "", reproduce: str = "", lab_params: dict[str, Any] | None = None, **extra: Any):  # fmt: skip
-        super().__init__(target, **extra)
-        self.client = params.ip_address(client, "client") if client else ""
-        self.server = params.ip_address(server, "server") if server else ""
-        self.server_port = params.port(server_port, "server_port") if server_port else 0
-        self.duration = params.positive_number(duration, "duration", maximum=3600)
-        self.max_events = params.count(max_events, "max_events", maximum=10_000_000)
-        self.pod = NetnsTarget(pod_netns) if pod_netns else None
-        self.uplink = params.interface(uplink, "uplink")
-        self.host_veth = params.interface(host_veth, "host_veth") if host_veth else ""
-        if reproduce not in ("", "lab"):
-            raise NetlabError(f"parameter reproduce: {reproduce!r} must be 'lab' or empty")
-        if reproduce == "lab" and not lab_params:
-            raise NetlabError("parameter reproduce: 'lab' needs the lab parameter")
-        self.reproduce = reproduce
-        self.lab_params = lab_params or {}
+
+def _seconds(maximum: float) -> Any:
+    return lambda value, name: params.positive_number(value, name, maximum=maximum)
+
+
+def _reproduce(value: Any, name: str) -> str:
+    if value != "lab":
+        raise NetlabError(f"parameter {name}: {value!r} must be 'lab' or empty")
+    return "lab"
+
+
+class PacketDrops(Investigation):
+    name = "packet-drops"
+    title = "Where packets vanish: drop points, netfilter rules and conntrack states"
+    notebook = "packet-drops.ipynb"
+    scenario = "conntrack-reject"
+    params = (
+        Param("client", str, "", "the client's address (a pod)", params.ip_address, lab="client"),
+        Param("server", str, "", "the server's address", params.ip_address, lab="server"),
+        Param("server_port", int, 0, "the server's port (0: any)", params.port, lab="server_port"),
+        Param("duration", float, 8.0, "seconds of the capture window", _seconds(3600)),
+        Param("max_events", int, 20000, "drop events kept at most", lambda v, n: params.count(v, n, maximum=10_000_000)),
+        Param("pod_netns", str, "", "the client pod's network namespace (for its veth counters)", params.name,
+              lab="pod_netns.pod1"),
+        Param("uplink", str, "eth0", "the node's uplink interface", params.interface),
+        Param("host_veth", str, "", "the host side of the pod's veth", params.interface, lab="interfaces.host_veth"),
+        Param("reproduce", str, "", "'lab': run the lab scenario's client during the window", _reproduce,
+              lab="reproduce"),
+    )  # fmt: skip
+    steps = ("capture", "path_counters", "drop_points", "netfilter_rule", "conntrack_timeline")
+
+    def prepare(self) -> None:
+        v = self.values
+        self.client, self.server, self.server_port = v["client"], v["server"], v["server_port"]
+        self.duration, self.max_events = v["duration"], v["max_events"]
+        self.pod = NetnsTarget(v["pod_netns"]) if v["pod_netns"] else None
+        self.uplink, self.host_veth = v["uplink"], v["host_veth"]
+        self._window: dict[str, Any] = {}
 
     # --- the window ---------------------------------------------------------------
     def capture(self) -> pd.DataFrame:
@@ -69,15 +98,18 @@ class PacketDrops(Session):
 
         ct_thread = threading.Thread(target=watch_conntrack, daemon=True)
         ct_thread.start()
-        during = None
-        if self.reproduce == "lab":
-            from netlab.lab.scenarios import conntrack_reject
-
-            during = lambda: conntrack_reject.reproduce(self.lab_params)  # noqa: E731
-        trace = drops.trace(node, self.duration, max_events=self.max_events, during=during)
+        if self.values["reproduce"] == "lab" and self.during is None:
+            raise NetlabError("parameter reproduce: 'lab' needs a running lab scenario (the lab parameter)")
+        trace = drops.trace(node, self.duration, max_events=self.max_events, during=self.during)
         ct_thread.join(timeout=self.duration + 15)
         after = self._sample()
-        self.results.update(before=before, after=after, trace=trace, ct=events.get("ct", pd.DataFrame()))
+        self._window = {
+            "before": before,
+            "after": after,
+            "trace": trace,
+            "ct": events.get("ct", pd.DataFrame()),
+        }
+        self.results["drops"] = trace.summary
         self.used("drop points", trace.mechanism)
         self.used("conntrack", "conntrack -E -o timestamp (netlink events), bounded by the window")
         self.used(
@@ -87,7 +119,8 @@ class PacketDrops(Session):
         self.used("along the path", "ip -s -j link and /proc/net/snmp in each namespace, before and after")
         summary = {"window_s": self.duration, "drop_events": int((trace.events["kind"] == "drop").sum()),
                    "capped": trace.capped, "reproduction": str(trace.during) if trace.during is not None else "none"}  # fmt: skip
-        return pd.DataFrame([summary])
+        self.results["window"] = pd.DataFrame([summary])
+        return self.results["window"]
 
     def _sample(self) -> dict[str, pd.DataFrame]:
         links = [counters.links(self.target, "node")]
@@ -97,14 +130,14 @@ class PacketDrops(Session):
                 "rules": iptables.rules(self.target), "nft": nft.ruleset(self.target)}  # fmt: skip
 
     def _need_window(self) -> None:
-        if "trace" not in self.results:
+        if not self._window:
             self.capture()
 
     # --- steps --------------------------------------------------------------------
     def path_counters(self) -> pd.DataFrame:
         """Per-hop packet counts over the window: where the counts diverge."""
         self._need_window()
-        b, a = self.results["before"]["links"], self.results["after"]["links"]
+        b, a = self._window["before"]["links"], self._window["after"]["links"]
         d = counters.delta(b, a, ["where", "interface"])
         hops = {
             ("node", self.uplink): "node uplink",
@@ -116,7 +149,7 @@ class PacketDrops(Session):
             "hop", ascending=False
         )
         icmp = counters.delta(
-            self.results["before"]["snmp"], self.results["after"]["snmp"], ["group", "counter"]
+            self._window["before"]["snmp"], self._window["after"]["snmp"], ["group", "counter"]
         )
         sent = icmp[(icmp["group"] == "Icmp") & (icmp["counter"] == "OutDestUnreachs")]["value"].sum()
         self.results["icmp_unreach_sent"] = int(sent)
@@ -127,13 +160,13 @@ class PacketDrops(Session):
     def drop_points(self) -> pd.DataFrame:
         """Drops by (reason, location, stack), most frequent first."""
         self._need_window()
-        trace: drops.DropTrace = self.results["trace"]
+        trace: drops.DropTrace = self._window["trace"]
         self.evidence("drop points (skb:kfree_skb)", trace.summary, "; ".join(trace.notes) or trace.mechanism)
         return trace.summary
 
     def drop_chart(self) -> go.Figure:
         self._need_window()
-        summary = self.results["trace"].summary
+        summary = self._window["trace"].summary
         if summary.empty:
             return go.Figure().update_layout(title="no drops in the window")
         return px.bar(summary, x="count", y="location", color="reason", orientation="h",
@@ -142,13 +175,13 @@ class PacketDrops(Session):
     def netfilter_rule(self) -> pd.DataFrame:
         """Rules whose counters moved during the window; REJECT/DROP rules first."""
         self._need_window()
-        d = iptables.counter_deltas(self.results["before"]["rules"], self.results["after"]["rules"])
+        d = iptables.counter_deltas(self._window["before"]["rules"], self._window["after"]["rules"])
         moved = d[d["packets_delta"] > 0].copy()
         moved["verdict_rule"] = moved["target"].isin(["REJECT", "DROP"])
         moved = moved.sort_values(["verdict_rule", "packets_delta"], ascending=False)
         self.results["rules_moved"] = moved
         # Native nftables rules (not written by iptables-nft) only show in the nft view.
-        before, after = self.results["before"]["nft"], self.results["after"]["nft"]
+        before, after = self._window["before"]["nft"], self._window["after"]["nft"]
         key = ["family", "table", "chain", "handle"]
         native = after.merge(before[key + ["packets"]], on=key, how="left", suffixes=("", "_before"))
         native["packets_delta"] = native["packets"].fillna(0) - native["packets_before"].fillna(0)
@@ -164,7 +197,7 @@ class PacketDrops(Session):
     def conntrack_timeline(self) -> pd.DataFrame:
         """The flow's conntrack events in order: its state transitions."""
         self._need_window()
-        ct: pd.DataFrame = self.results["ct"]
+        ct: pd.DataFrame = self._window["ct"]
         if ct.empty:
             self.evidence(
                 "conntrack events of the flow", ct, "no events (flow idle, or conntrack not in use)"
@@ -189,34 +222,20 @@ class PacketDrops(Session):
         return px.scatter(ct.assign(when=when), x="when", y="flow", color="state", symbol="event",
                           title="conntrack state of each flow over the window")  # fmt: skip
 
-    def _transitions(self) -> dict[str, list[str]]:
-        ct = self.results.get("ct_flows")
-        if ct is None or ct.empty:
-            return {}
-        out: dict[str, list[str]] = {}
-        for flow, group in ct.sort_values("time").groupby("flow"):
-            states: list[str] = []
-            for state in group["state"]:
-                if not states or states[-1] != state:
-                    states.append(state)
-            out[str(flow)] = states
-        return out
-
-    def verdict(self) -> Findings:
-        for step in (self.path_counters, self.drop_points, self.netfilter_rule, self.conntrack_timeline):
-            if step.__name__ not in self.results:
-                step()
-                self.results[step.__name__] = True
-        trace: drops.DropTrace = self.results["trace"]
-        real = trace.summary[trace.summary["kind"] == "drop"]
-        nf = real[real["reason"] == "NETFILTER_DROP"]
-        rules = self.results["rules_moved"]
-        blocking = rules[rules["verdict_rule"]]
-        transitions = self._transitions()
+    @staticmethod
+    def decide(evidence: Evidence) -> Findings:
+        results, given = evidence.results, evidence.params
+        missing = [k for k in ("drops", "rules_moved") if k not in results]
+        if missing:
+            return evidence.inconclusive([f"step result {k!r} was not collected" for k in missing])
+        summary_ = results["drops"]
+        real = summary_[summary_["kind"] == "drop"] if len(summary_) else summary_
+        nf = real[real["reason"] == "NETFILTER_DROP"] if len(real) else real
+        rules = results["rules_moved"]
+        blocking = rules[rules["verdict_rule"]] if len(rules) else rules
+        flows = transitions(results.get("ct_flows"))
         half_closed = {
-            f: s
-            for f, s in transitions.items()
-            if any(x in ("FIN_WAIT", "CLOSE_WAIT", "LAST_ACK") for x in s)
+            f: s for f, s in flows.items() if any(x in ("FIN_WAIT", "CLOSE_WAIT", "LAST_ACK") for x in s)
         }
         if blocking.empty and nf.empty:
             # The trace is not flow-filtered: other traffic's drops are reported, not blamed.
@@ -224,13 +243,13 @@ class PacketDrops(Session):
                 f"{int(r['count'])} unrelated drops: {r['reason']} at {r['location']}"
                 for _, r in real.iterrows()
             ]
-            return self.findings(HEALTHY, f"No netfilter drop during the {self.duration:g} s window and no "
+            return evidence.findings(HEALTHY, f"No netfilter drop during the {given['duration']:g} s window and no "
                                  "REJECT/DROP rule matched.", reasons=others)  # fmt: skip
         if blocking.empty or nf.empty:
             reasons = [
                 f"{int(r['count'])} drops: {r['reason']} at {r['location']}" for _, r in real.iterrows()
             ]
-            return self.inconclusive(reasons or ["a REJECT/DROP rule matched but no drop was traced"])
+            return evidence.inconclusive(reasons or ["a REJECT/DROP rule matched but no drop was traced"])
         rule = blocking.iloc[0]
         # Prefer a row with its kernel stack (a stack can be lost when the buffer wraps).
         where = (
@@ -243,12 +262,12 @@ class PacketDrops(Session):
         if half_closed:
             flow, states = next(iter(half_closed.items()))
             flow_text = f" The flow {flow} went {' -> '.join(states)} before its late packets were dropped."
-        elif self.client and self.server:
-            flow_text = f" The flow is {self.client} -> {self.server}:{self.server_port}."
+        elif given.get("client") and given.get("server"):
+            flow_text = f" The flow is {given['client']} -> {given['server']}:{given['server_port']}."
         stack = where["stack"] or where["function"]
         summary = (f"{int(rule['packets_delta'])} packets were rejected by {name} with reason NETFILTER_DROP at "
                    f"{where['location']} ({stack.split(' <- ')[:4] and ' <- '.join(stack.split(' <- ')[:4])})."
-                   f"{flow_text} The node answered with {self.results.get('icmp_unreach_sent', 0)} ICMP "
+                   f"{flow_text} The node answered with {results.get('icmp_unreach_sent', 0)} ICMP "
                    "destination-unreachable errors from its own address.")  # fmt: skip
         position = int(rule["position"])
         remediation = [
@@ -259,43 +278,15 @@ class PacketDrops(Session):
         reasons = [f"rule: {name}", f"drop location: {where['location']}"]
         if half_closed:
             reasons.append(f"conntrack: {' -> '.join(next(iter(half_closed.values())))}")
-        return self.findings(VERDICT, summary, remediation=remediation, reasons=reasons)
+        return evidence.findings(VERDICT, summary, remediation=remediation, reasons=reasons)
 
-
-def start(target: str = "local", lab: str = "", **params_: Any) -> PacketDrops:
-    """A session; with ``lab`` the parameters not given come from the running lab scenario."""
-    target, params_ = from_lab(
-        target,
-        lab,
-        params_,
-        {
-            "client": "client",
-            "server": "server",
-            "server_port": "server_port",
-            "pod_netns": "pod_netns.pod1",
-            "host_veth": "interfaces.host_veth",
-            "reproduce": "reproduce",
-        },
-    )
-    if lab:
-        from netlab import lab as labs
-
-        params_["lab_params"] = labs.load_params(lab)
-    return PacketDrops(open_target(target), **params_)
-
-
-def investigate(target: str = "local", lab: str = "", **params_: Any) -> Findings:
-    session = start(target, lab, **params_)
-    session.capture()
-    return session.verdict()
-
-
-def triage(target: Target) -> Signal:
-    """Quick look: REJECT/DROP rules that have matched packets, and conntrack drops."""
-    rules = iptables.rules(target)
-    hit = rules[rules["target"].isin(["REJECT", "DROP"]) & (rules["packets"].fillna(0) > 0)]
-    if len(hit):
-        top = hit.sort_values("packets", ascending=False).iloc[0]
-        return Signal("packet-drops", LIKELY if top["chain"] == "FORWARD" else WORTH_A_LOOK,
-                      f"{top['table']}/{top['chain']} rule {top['position']} ({top['target']}) matched {top['packets']} packets")  # fmt: skip
-    return Signal("packet-drops", NOTHING, "no REJECT/DROP rule has matched packets")
+    @staticmethod
+    def triage(target: Target) -> Signal:
+        """Quick look: REJECT/DROP rules that have matched packets, and conntrack drops."""
+        rules = iptables.rules(target)
+        hit = rules[rules["target"].isin(["REJECT", "DROP"]) & (rules["packets"].fillna(0) > 0)]
+        if len(hit):
+            top = hit.sort_values("packets", ascending=False).iloc[0]
+            return Signal("packet-drops", LIKELY if top["chain"] == "FORWARD" else WORTH_A_LOOK,
+                          f"{top['table']}/{top['chain']} rule {top['position']} ({top['target']}) matched {top['packets']} packets")  # fmt: skip
+        return Signal("packet-drops", NOTHING, "no REJECT/DROP rule has matched packets")

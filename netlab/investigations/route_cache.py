@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
@@ -28,8 +28,7 @@ import plotly.graph_objects as go
 from netlab import params
 from netlab.collectors import reach, rt6
 from netlab.findings import HEALTHY, Findings
-from netlab.investigations.base import Session, from_lab
-from netlab.investigations.triage import LIKELY, NOTHING, WORTH_A_LOOK, Signal
+from netlab.investigations.base import LIKELY, NOTHING, WORTH_A_LOOK, Evidence, Investigation, Param, Signal
 from netlab.probes import drops, dst_counter
 from netlab.targets import Target, open_target
 
@@ -112,20 +111,34 @@ def simulate(
     return pd.DataFrame(rows)
 
 
-class RouteCache(Session):
-    investigation = "route-cache"
+def _pod_targets(value: Any, name: str) -> dict[str, str]:
+    return {params.name(k, name): open_target(url).url for k, url in value.items()}
 
-    def __init__(self, target: str | Target = "local", *, pod_targets: dict[str, str] | None = None, pod_ip6: str = "",
-                 pod_port: int = 8080, samples: int = 5, interval: float = 0.5, duration: float = 5.0,
-                 max_events: int = 10000, **extra: Any):  # fmt: skip
-        super().__init__(target, **extra)
-        self.pods = {name: open_target(url) for name, url in (pod_targets or {}).items()}
-        self.pod_ip6 = params.ip_address(pod_ip6, "pod_ip6") if pod_ip6 else ""
-        self.pod_port = params.port(pod_port, "pod_port")
-        self.samples = params.count(samples, "samples", maximum=1000)
-        self.interval = params.positive_number(interval, "interval", maximum=60)
-        self.duration = params.positive_number(duration, "duration", maximum=600)
-        self.max_events = params.count(max_events, "max_events", maximum=1_000_000)
+
+class RouteCache(Investigation):
+    name = "route-cache"
+    title = "IPv6 route cache and percpu counters: fast vs slow"
+    notebook = "route-cache.ipynb"
+    scenario = "ipv6-route-cache"
+    params = (
+        Param("pod_targets", dict, None, "pods' vantage points by name, e.g. {\"pod1\": \"netns://NAME\"}",
+              _pod_targets, lab="pod_netns", lab_format="netns://{}"),
+        Param("pod_ip6", str, "", "a pod's IPv6 address the node probes during the drop trace", params.ip_address,
+              lab="pod_ip6"),
+        Param("pod_port", int, 8080, "its TCP port", params.port, lab="health_port"),
+        Param("samples", int, 5, "counter samples", lambda v, n: params.count(v, n, maximum=1000)),
+        Param("interval", float, 0.5, "seconds between samples", lambda v, n: params.positive_number(v, n, maximum=60)),
+        Param("duration", float, 5.0, "seconds of the drop trace", lambda v, n: params.positive_number(v, n, maximum=600)),
+        Param("max_events", int, 10000, "drop events kept at most", lambda v, n: params.count(v, n, maximum=1_000_000)),
+    )  # fmt: skip
+    steps = ("route_state", "fast_vs_slow", "why_intermittent", "route_drops")
+
+    def prepare(self) -> None:
+        v = self.values
+        self.pods = {name: open_target(url) for name, url in (v["pod_targets"] or {}).items()}
+        self.pod_ip6, self.pod_port = v["pod_ip6"], v["pod_port"]
+        self.samples, self.interval = v["samples"], v["interval"]
+        self.duration, self.max_events = v["duration"], v["max_events"]
 
     def route_state(self) -> pd.DataFrame:
         """rt6_stats with every column named, and the route sysctls, per namespace."""
@@ -166,7 +179,7 @@ class RouteCache(Session):
         release = self.kernel()
         cpus = int(self.target.run(["nproc", "--all"]).stdout.strip() or 1)
         rules = kernel_rules(release, cpus)
-        self.results["rules"] = rules
+        self.results["rules"] = asdict(rules)
         frame = pd.DataFrame([{"kernel": release, "cpus": cpus, "batch": rules.batch, "batch_rule": rules.batch_rule,
                                "worst_case_gap": rules.worst_gap, "enforces_max_size": rules.enforces_max_size,
                                "certainty": rules.max_size_certainty}])  # fmt: skip
@@ -174,7 +187,8 @@ class RouteCache(Session):
         return frame
 
     def simulation_chart(self, allocations: int = 3000) -> go.Figure:
-        rules = self.results.get("rules") or kernel_rules(self.kernel(), 96)
+        known = self.results.get("rules")
+        rules = KernelRules(**known) if known else kernel_rules(self.kernel(), 96)
         cpus = max(2, rules.worst_gap // max(rules.batch - 1, 1))
         frame = simulate(cpus, rules.batch, allocations)
         fig = px.line(frame, x="event", y=["fast", "slow"],
@@ -208,70 +222,48 @@ class RouteCache(Session):
         self.evidence("IPv6 no-route drops", route, f"kernel log max_size hints: {len(hints)}")
         return route
 
-    def verdict(self) -> Findings:
-        for name, step in (
-            ("state", self.route_state),
-            ("counter", self.fast_vs_slow),
-            ("rules", self.why_intermittent),
-        ):
-            if name not in self.results:
-                step()
-        state = self.results["state"].iloc[0]
-        counter = self.results["counter"].iloc[-1]
-        rules: KernelRules = self.results["rules"]
+    @staticmethod
+    def decide(evidence: Evidence) -> Findings:
+        results = evidence.results
+        missing = [k for k in ("state", "counter", "rules") if k not in results]
+        if missing:
+            return evidence.inconclusive([f"step result {k!r} was not collected" for k in missing])
+        state = results["state"].iloc[0]
+        counter = results["counter"].iloc[-1]
+        rules = KernelRules(**results["rules"])
         dst, fast, slow = int(state["dst_entries"]), int(counter["fast"]), int(counter["slow"])
         max_size, gc_thresh = int(state.get("max_size", 0)), int(state.get("gc_thresh", 0))
         gap = slow - fast
-        drops_seen = len(self.results.get("route_drops", []))
+        drops_seen = len(results.get("route_drops", []))
         enforcement = (f"{rules.release} {'enforces' if rules.enforces_max_size else 'does not enforce'} "
                        f"net.ipv6.route.max_size ({rules.max_size_certainty})")  # fmt: skip
         skew = f"the fast count {fast} lags the exact count {slow} by {gap} (batch {rules.batch}, worst case {rules.worst_gap} on this host)"
         over = dst > max_size
         near = dst + rules.worst_gap > max_size
         if rules.enforces_max_size and (over or near):
-            return self.findings(OVER_MAX_SIZE, f"{dst} IPv6 dst entries against max_size {max_size}: route lookups "
+            return evidence.findings(OVER_MAX_SIZE, f"{dst} IPv6 dst entries against max_size {max_size}: route lookups "
                                  f"fail once gc cannot bring the exact count under it; {skew}. {enforcement}.",
                                  remediation=[f"sysctl -w net.ipv6.route.max_size={max(4 * dst, 16384)}   # in the node's network namespace",
                                               "upgrade to a kernel with af6d10345ca7 (6.3+, or a stable backport)"],
                                  reasons=[f"dst_entries {dst} > max_size {max_size}" if over else "within the fast/slow gap of max_size",
                                           f"{drops_seen} no-route drops traced"])  # fmt: skip
         if over or (dst > gc_thresh and gap != 0):
-            return self.findings(SKEW, f"{dst} IPv6 dst entries, past gc_thresh {gc_thresh} and max_size {max_size}, "
+            return evidence.findings(SKEW, f"{dst} IPv6 dst entries, past gc_thresh {gc_thresh} and max_size {max_size}, "
                                  f"but {enforcement}, so nothing is dropped for it here; {skew}. On a kernel that "
                                  "enforces max_size this node would drop packets intermittently.",
                                  remediation=[f"sysctl -w net.ipv6.route.max_size={max(4 * dst, 16384)}   # harmless here, needed on older kernels",
                                               "find what creates the route-cache entries (ip -6 route show cache): PMTU exceptions, redirects"],
                                  reasons=[f"gap {gap}", f"dst_entries {dst}", enforcement])  # fmt: skip
-        return self.findings(HEALTHY, f"{dst} IPv6 dst entries, under gc_thresh {gc_thresh} and max_size {max_size}; "
+        return evidence.findings(HEALTHY, f"{dst} IPv6 dst entries, under gc_thresh {gc_thresh} and max_size {max_size}; "
                              f"{skew}. {enforcement}.")  # fmt: skip
 
-
-def start(target: str = "local", lab: str = "", **params_: Any) -> RouteCache:
-    """A session; with ``lab`` the parameters not given come from the running lab scenario."""
-    target, params_ = from_lab(target, lab, params_, {"pod_ip6": "pod_ip6", "pod_port": "health_port"})
-    if lab:
-        from netlab import lab as labs
-
-        saved = labs.load_params(lab)
-        params_.setdefault("pod_targets", {p: f"netns://{ns}" for p, ns in saved["pod_netns"].items()})
-    return RouteCache(open_target(target), **params_)
-
-
-def investigate(target: str = "local", lab: str = "", **params_: Any) -> Findings:
-    session = start(target, lab, **params_)
-    session.route_state()
-    session.fast_vs_slow()
-    session.why_intermittent()
-    session.route_drops()
-    return session.verdict()
-
-
-def triage(target: Target) -> Signal:
-    """Quick look: the dst count against gc_thresh and max_size."""
-    state = rt6.table({"node": target}).iloc[0]
-    dst, max_size = int(state["dst_entries"]), int(state.get("max_size", 0) or 0)
-    if max_size and dst > max_size:
-        return Signal("route-cache", LIKELY, f"{dst} IPv6 dst entries > max_size {max_size}")
-    if max_size and dst > max_size / 2:
-        return Signal("route-cache", WORTH_A_LOOK, f"{dst} IPv6 dst entries, max_size {max_size}")
-    return Signal("route-cache", NOTHING, f"{dst} IPv6 dst entries, max_size {max_size}")
+    @staticmethod
+    def triage(target: Target) -> Signal:
+        """Quick look: the dst count against gc_thresh and max_size."""
+        state = rt6.table({"node": target}).iloc[0]
+        dst, max_size = int(state["dst_entries"]), int(state.get("max_size", 0) or 0)
+        if max_size and dst > max_size:
+            return Signal("route-cache", LIKELY, f"{dst} IPv6 dst entries > max_size {max_size}")
+        if max_size and dst > max_size / 2:
+            return Signal("route-cache", WORTH_A_LOOK, f"{dst} IPv6 dst entries, max_size {max_size}")
+        return Signal("route-cache", NOTHING, f"{dst} IPv6 dst entries, max_size {max_size}")

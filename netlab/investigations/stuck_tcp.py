@@ -29,9 +29,8 @@ from netlab.collectors import bpf_objects, reach, ss
 from netlab.decoders import bpftool_map_delete_argv, decode_sockmap, detect_layout, sockmap_entries_per_ip
 from netlab.errors import NetlabError
 from netlab.findings import HEALTHY, Findings
-from netlab.investigations.base import Session, from_lab
-from netlab.investigations.triage import LIKELY, NOTHING, WORTH_A_LOOK, Signal
-from netlab.probes import bpf_iter
+from netlab.investigations.base import LIKELY, NOTHING, WORTH_A_LOOK, Evidence, Investigation, Param, Signal
+from netlab.probes import tcp_sockets
 from netlab.targets import Target, open_target
 
 VERDICT = "stale-sockmap-entry"
@@ -39,46 +38,66 @@ SOCKMAP_NAME = "cilium_sock_ops"
 PLAIN, ACCELERATED = "tcp_recvmsg", "tcp_bpf_recvmsg"
 
 
-def parse_iterator(text: str, where: str) -> pd.DataFrame:
-    """Lines of ``tcp_sockets.bpf.c``: family, local, lport, peer, pport, state, cookie, handler."""
-    rows = []
-    for line in text.splitlines():
-        f = line.split()
-        if len(f) != 8:
-            continue
-        rows.append({"netns": where, "local": f[1], "local_port": int(f[2]), "peer": f[3], "peer_port": int(f[4]),
-                     "state": int(f[5]), "cookie": int(f[6]), "handler": f[7].split("+", 1)[0]})  # fmt: skip
-    return pd.DataFrame(
-        rows, columns=["netns", "local", "local_port", "peer", "peer_port", "state", "cookie", "handler"]
-    )
+def _count(maximum: int) -> Any:
+    return lambda value, name: params.count(value, name, maximum=maximum)
 
 
-class StuckTcp(Session):
-    investigation = "stuck-tcp"
+def _seconds(maximum: float) -> Any:
+    return lambda value, name: params.positive_number(value, name, maximum=maximum)
 
-    def __init__(self, target: str | Target = "local", *, pod_ip: str = "", pod_port: int = 8080,
-                 path: str = "/health", tries: int = 3, timeout: float = 2.0, client_ports: str = "",
-                 client_cgroup: str = "", pod_target: str = "", peer_target: str = "", remote_target: str = "",
-                 sockmap: str = "", hold_path: str = "", **extra: Any):  # fmt: skip
-        super().__init__(target, **extra)
-        if not pod_ip:
-            raise NetlabError("parameter pod_ip: the pod whose requests hang is required")
-        self.pod_ip = params.ip_address(pod_ip, "pod_ip")
-        self.pod_port = params.port(pod_port, "pod_port")
-        self.path = path
+
+def _target(value: Any, name: str) -> str:
+    return open_target(value).url
+
+
+def _url_path(value: Any, name: str) -> str:
+    text = str(value)
+    if not text.startswith("/") or any(c.isspace() or ord(c) < 32 for c in text):
+        raise NetlabError(
+            f"parameter {name}: {value!r} is not a URL path (it starts with / and has no spaces)"
+        )
+    return text
+
+
+class StuckTcp(Investigation):
+    name = "stuck-tcp"
+    title = "TCP requests stuck after the connection is established (sockmap)"
+    notebook = "stuck-tcp.ipynb"
+    scenario = "stuck-tcp"
+    params = (
+        Param("pod_ip", str, "", "the pod whose requests hang", params.ip_address, lab="pod_ip", required=True),
+        Param("pod_port", int, 8080, "its TCP port", params.port, lab="pod_port"),
+        Param("path", str, "/health", "URL path the probes request", _url_path),
+        Param("tries", int, 3, "probes per vantage point", _count(100)),
+        Param("timeout", float, 2.0, "seconds before a probe counts as hung", _seconds(60)),
+        Param("client_ports", str, "", "client ports under suspicion, N or N-M", reach.port_range, lab="client_ports"),
+        Param("client_cgroup", str, "", "cgroup v2 directory the node-side probes run in", params.path, lab="cgroup"),
+        Param("pod_target", str, "", "the pod's own vantage point (netns://, ssh://)", _target,
+              lab="pod_netns.pod1", lab_format="netns://{}"),
+        Param("peer_target", str, "", "another pod on the same node", _target,
+              lab="pod_netns.pod2", lab_format="netns://{}"),
+        Param("remote_target", str, "", "a remote node", _target, lab="remote_netns", lab_format="netns://{}"),
+        Param("sockmap", str, "", "pinned sockmap path (default: found by name)", params.path, lab="sockmap"),
+        Param("hold_path", str, "", "a slow URL path that keeps a flow open while it is read (default: path)",
+              _url_path, lab="hold_path"),
+    )  # fmt: skip
+    steps = ("scope", "socket_counters", "receive_paths", "sockmap_entries", "stale_entries")
+
+    def prepare(self) -> None:
+        v = self.values
+        self.pod_ip, self.pod_port, self.path = v["pod_ip"], v["pod_port"], v["path"]
         # The request held open while the flow is examined; a slow URL keeps a healthy
         # flow alive long enough to be seen.
-        self.hold_path = hold_path or path
-        self.tries = params.count(tries, "tries", maximum=100)
-        self.timeout = params.positive_number(timeout, "timeout", maximum=60)
-        self.client_ports = reach.port_range(client_ports, "client_ports") if client_ports else None
+        self.hold_path = v["hold_path"] or self.path
+        self.tries, self.timeout = v["tries"], v["timeout"]
+        self.client_ports = v["client_ports"] or None
         low, _, high = (self.client_ports or "").partition("-")
         self.port_span = (int(low), int(high or low)) if self.client_ports else None
-        self.cgroup = params.path(client_cgroup, "client_cgroup") if client_cgroup else None
-        self.pod = open_target(pod_target) if pod_target else None
-        self.peer = open_target(peer_target) if peer_target else None
-        self.remote = open_target(remote_target) if remote_target else None
-        self.sockmap = params.path(sockmap, "sockmap") if sockmap else ""
+        self.cgroup = v["client_cgroup"] or None
+        self.pod = open_target(v["pod_target"]) if v["pod_target"] else None
+        self.peer = open_target(v["peer_target"]) if v["peer_target"] else None
+        self.remote = open_target(v["remote_target"]) if v["remote_target"] else None
+        self.sockmap = v["sockmap"]
 
     # --- 1. scope ------------------------------------------------------------------
     def scope(self) -> pd.DataFrame:
@@ -152,8 +171,8 @@ class StuckTcp(Session):
         with reach.HeldRequest(self.target, self.pod_ip, self.pod_port, self.hold_path, seconds=max(4.0, self.timeout + 1),
                                local_port=self.client_ports, cgroup=self.cgroup):  # fmt: skip
             try:
-                node = parse_iterator(bpf_iter.run("tcp_sockets.bpf.c", self.target), "node")
-                pod = parse_iterator(bpf_iter.run("tcp_sockets.bpf.c", self.pod), "pod")
+                node = tcp_sockets.read(self.target, "node")
+                pod = tcp_sockets.read(self.pod, "pod")
             except NetlabError as exc:
                 self.skipped("recvmsg handler per socket", exc.message)
                 return pd.DataFrame()
@@ -205,7 +224,9 @@ class StuckTcp(Session):
                                int(entry.get("value_size") or entry.get("bytes_value")))[0]  # fmt: skip
         frame = decode_sockmap(entries, layout=layout, map_name=SOCKMAP_NAME)
         frame.insert(0, "map_id", int(entry["id"]))
-        self.results["sockmap"] = frame
+        # Keys as hex: evidence is data (JSON), and the remediation needs the exact bytes.
+        frame["key_hex"] = frame["key"].map(lambda k: bytes(k).hex())
+        self.results["sockmap"] = frame.drop(columns=["key"])
         self.used(
             "sockmap dump", f"bpftool -j map dump id {entry['id']}, decoded with Cilium's sock_key layout"
         )
@@ -287,13 +308,13 @@ class StuckTcp(Session):
         return frame
 
     # --- 6. verdict ----------------------------------------------------------------
-    def verdict(self) -> Findings:
-        if "scope" not in self.results:
-            self.scope()
-        if "stale" not in self.results:
-            self.stale_entries()
-        stale = self.results.get("stale", pd.DataFrame())
-        scope = self.results["scope"]
+    @staticmethod
+    def decide(evidence: Evidence) -> Findings:
+        results = evidence.results
+        if "scope" not in results:
+            return evidence.inconclusive(["the probes (scope) did not run"])
+        stale = results.get("stale", pd.DataFrame())
+        scope = results["scope"]
         node_http = scope[(scope["vantage"] == "node -> pod") & (scope["kind"] == "http")]["success"]
         others_ok = (
             scope[(scope["vantage"] != "node -> pod")]["success"].min()
@@ -304,13 +325,13 @@ class StuckTcp(Session):
         bad = stale[stale["stale"]] if len(stale) else stale
         if len(bad) == 0:
             if node_failing:
-                return self.inconclusive(["node -> pod requests fail but no sockmap entry is stale"
-                                          + ("" if "sockmap" in self.results else " (no sockmap found)")])  # fmt: skip
-            return self.findings(
+                return evidence.inconclusive(["node -> pod requests fail but no sockmap entry is stale"
+                                              + ("" if "sockmap" in results else " (no sockmap found)")])  # fmt: skip
+            return evidence.findings(
                 HEALTHY,
                 "All probes succeed and every sockmap entry belongs to the live socket of its own 5-tuple.",
             )
-        handlers = self.results.get("handlers", pd.DataFrame())
+        handlers = results.get("handlers", pd.DataFrame())
         # Prefer the entry holding the server key of the stuck flow we looked at.
         seen_ports = set(handlers[handlers["side"] == "server"]["peer_port"]) if len(handlers) else set()
         ranked = bad.assign(seen=bad["dport"].isin(seen_ports))
@@ -322,11 +343,8 @@ class StuckTcp(Session):
                    f"{len(bad)} of {len(stale)} entries are stale. "
                    f"Node -> pod HTTP success {float(node_http.iloc[0]):.0%}, other vantage points {float(others_ok):.0%}. "
                    f"The stuck flow's sockets: {socket_text}.")  # fmt: skip
-        key = (
-            self.results["sockmap"]["key"].iloc[int(culprit.name)]
-            if "key" in self.results["sockmap"]
-            else b""
-        )
+        sockmap = results.get("sockmap", pd.DataFrame())
+        key = bytes.fromhex(str(sockmap["key_hex"].iloc[int(culprit.name)])) if "key_hex" in sockmap else b""
         remediation = []
         if key:
             argv = bpftool_map_delete_argv(key, map_id=int(culprit["map_id"]))
@@ -337,56 +355,20 @@ class StuckTcp(Session):
             "or drain and restart the node's agent (the case's own fix) — never both while traffic flows"
         )
         reasons = [f"stale key {culprit['key']}", f"status: {culprit['status']}"]
-        return self.findings(VERDICT, summary, remediation=remediation, reasons=reasons)
+        return evidence.findings(VERDICT, summary, remediation=remediation, reasons=reasons)
 
-
-def start(target: str = "local", lab: str = "", **params_: Any) -> StuckTcp:
-    """A session; with ``lab`` the parameters not given come from the running lab scenario."""
-    target, params_ = from_lab(
-        target,
-        lab,
-        params_,
-        {
-            "pod_ip": "pod_ip",
-            "pod_port": "pod_port",
-            "client_ports": "client_ports",
-            "client_cgroup": "cgroup",
-            "sockmap": "sockmap",
-            "hold_path": "hold_path",
-        },
-    )
-    if lab:
-        # The other vantage points are the lab's own namespaces.
-        from netlab import lab as labs
-
-        saved = labs.load_params(lab)
-        params_.setdefault("pod_target", f"netns://{saved['pod_netns']['pod1']}")
-        params_.setdefault("peer_target", f"netns://{saved['pod_netns']['pod2']}")
-        params_.setdefault("remote_target", f"netns://{saved['remote_netns']}")
-    return StuckTcp(open_target(target), **params_)
-
-
-def investigate(target: str = "local", lab: str = "", **params_: Any) -> Findings:
-    session = start(target, lab, **params_)
-    session.scope()
-    session.socket_counters()
-    session.sockmap_entries()
-    session.receive_paths()
-    session.stale_entries()
-    return session.verdict()
-
-
-def triage(target: Target) -> Signal:
-    """Quick look: is there a sockops map, and does it hold more entries than the node
-    has established TCP sockets (entries outliving their sockets)?"""
-    maps = bpf_objects.maps(target.host())
-    found = maps[maps["name"] == SOCKMAP_NAME[:15]]
-    if found.empty:
-        return Signal("stuck-tcp", NOTHING, "no sockops map: sockmap acceleration is not in use")
-    entries = len(bpf_objects.dump(target.host(), int(found["map_id"].iloc[0])))
-    established = len(ss.sockets(target).query("state == 'ESTAB'"))
-    if entries > max(2 * established, 0):
-        return Signal(
-            "stuck-tcp", LIKELY, f"{entries} sockmap entries for {established} established sockets here"
-        )
-    return Signal("stuck-tcp", WORTH_A_LOOK if entries else NOTHING, f"{entries} sockmap entries")
+    @staticmethod
+    def triage(target: Target) -> Signal:
+        """Quick look: is there a sockops map, and does it hold more entries than the node
+        has established TCP sockets (entries outliving their sockets)?"""
+        maps = bpf_objects.maps(target.host())
+        found = maps[maps["name"] == SOCKMAP_NAME[:15]]
+        if found.empty:
+            return Signal("stuck-tcp", NOTHING, "no sockops map: sockmap acceleration is not in use")
+        entries = len(bpf_objects.dump(target.host(), int(found["map_id"].iloc[0])))
+        established = len(ss.sockets(target).query("state == 'ESTAB'"))
+        if entries > max(2 * established, 0):
+            return Signal(
+                "stuck-tcp", LIKELY, f"{entries} sockmap entries for {established} established sockets here"
+            )
+        return Signal("stuck-tcp", WORTH_A_LOOK if entries else NOTHING, f"{entries} sockmap entries")

@@ -1,34 +1,22 @@
 """Triage: quick, read-only checks from every investigation against one target, ranked.
 
-Each investigation module may offer ``triage(target) -> Signal``: a cheap look (no
-traces, no traffic) at the symptom it knows, with a score and the parameters to open
-its notebook with. Triage runs them all, ranks them, and says which notebook to open
+Each investigation class offers ``triage(target) -> Signal``: a cheap look (no traces,
+no traffic) at the symptom it knows, with a score and the parameters to open its
+notebook with. Triage runs them all, ranks them, and says which notebook to open
 next and why.
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import pandas as pd
 
 from netlab.errors import NetlabError
 from netlab.investigations import REGISTRY
+from netlab.investigations.base import NOTHING, Signal
 from netlab.targets import Target, open_target
-
-# Scores: how strongly a quick check points at its incident.
-NOTHING, WORTH_A_LOOK, LIKELY = 0, 1, 2
-
-
-@dataclass
-class Signal:
-    investigation: str
-    score: int
-    headline: str
-    detail: str = ""
-    params: dict[str, Any] = field(default_factory=dict)
 
 
 def run(target: str | Target = "local", *, lab: str = "") -> list[Signal]:
@@ -41,18 +29,11 @@ def run(target: str | Target = "local", *, lab: str = "") -> list[Signal]:
         if tgt.url == "local":
             tgt = open_target(f"netns://{params['node_netns']}")
     signals = []
-    for info in REGISTRY.values():
+    for cls in REGISTRY.values():
         try:
-            module = importlib.import_module(info.module)
-        except ImportError:
-            continue
-        check = getattr(module, "triage", None)
-        if check is None:
-            continue
-        try:
-            signal = check(tgt)
+            signal = cls.triage(tgt)
         except NetlabError as exc:
-            signal = Signal(info.name, NOTHING, "quick check could not run", exc.message)
+            signal = Signal(cls.name, NOTHING, "quick check could not run", exc.message)
         if lab:
             signal.params.setdefault("lab", lab)
         signals.append(signal)
@@ -74,7 +55,7 @@ def next_step(signals: list[Signal], *, target: str = "local", out_dir: str = "p
     prepared with its parameters filled in (``notebooks/prepared/``)."""
     from IPython.display import Markdown
 
-    from netlab.report.notebook import prepare
+    from netlab.report.run import prepare
 
     if not signals or signals[0].score == NOTHING:
         return Markdown("No quick check found a symptom. Open the notebook that matches what users report.")

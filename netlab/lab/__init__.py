@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from netlab import naming
@@ -32,6 +32,7 @@ __all__ = [
     "VerifyResult",
     "down",
     "load_params",
+    "reproduction",
     "running",
     "status",
     "up",
@@ -114,6 +115,12 @@ def _intact(scn: Scenario, params: dict[str, Any]) -> bool:
     if not all(os.path.exists(f"/run/netns/{n}") for n in scn.topology().namespaces()):
         return False
     return not scn.took_effect(params, bool(params.get("healthy")))
+
+
+def reproduction(name: str) -> Callable[[], Any]:
+    """Scenario ``name``'s reproduction with its saved parameters, to run in a window."""
+    scn, params = scenario(name), load_params(name)
+    return lambda: scn.reproduce(params)
 
 
 def verify(name: str) -> VerifyResult:

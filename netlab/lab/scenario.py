@@ -79,5 +79,10 @@ class Scenario:
         checks: ``verify`` is the full demonstration."""
         return []
 
+    def reproduce(self, params: dict[str, Any]) -> Any:
+        """Make the incident's traffic once (bounded), for an investigation's capture
+        window; ``None`` when the symptom needs no traffic of the lab's own."""
+        return None
+
     def teardown(self) -> None:
         """Remove what the scenario made outside its namespaces (default: nothing)."""

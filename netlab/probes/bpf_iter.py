@@ -11,7 +11,7 @@ the sockets of the namespace of the process that opens it.
 from __future__ import annotations
 
 from netlab import mounts, naming
-from netlab.doctor import Check
+from netlab.capability import Check
 from netlab.errors import NetlabError
 from netlab.probes import bpf_build
 from netlab.targets import Target

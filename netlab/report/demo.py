@@ -24,14 +24,20 @@ def main(out: str = "reports/demo") -> int:
     scenarios = lab.SCENARIOS()
     rows = []
     for info in REGISTRY.values():
-        if info.lab not in scenarios:
+        if info.scenario not in scenarios:
             continue
         started = time.monotonic()
-        print(f"\n== {info.lab}: lab up, then netlab run {info.name} --lab {info.lab}", flush=True)
-        row = {"target": f"lab {info.lab}", "verdict": None, "summary": "", "report": None, "error": None}
+        print(f"\n== {info.scenario}: lab up, then netlab run {info.name} --lab {info.scenario}", flush=True)
+        row = {
+            "target": f"lab {info.scenario}",
+            "verdict": None,
+            "summary": "",
+            "report": None,
+            "error": None,
+        }
         try:
-            lab.up(info.lab)
-            result = run.run(info.name, lab=info.lab, out=base)
+            lab.up(info.scenario)
+            result = run.run(info.name, lab=info.scenario, out=base)
             row.update(verdict=result.findings.verdict, summary=result.findings.summary,
                        report=result.html.name if result.html else None)  # fmt: skip
             print(
@@ -41,7 +47,7 @@ def main(out: str = "reports/demo") -> int:
             row["error"] = exc.message
             print(f"   error: {exc}")
         finally:
-            lab.down(info.lab)
+            lab.down(info.scenario)
         rows.append(row)
     page = batch.write_index("demo: every lab incident", rows, base)
     print(f"\nreports: {page.resolve()}")

@@ -7,7 +7,8 @@ import os
 from typing import Any
 
 from netlab.errors import NetlabError
-from netlab.findings import FINDINGS_MIME, Findings
+from netlab.findings import EVIDENCE_MIME, FINDINGS_MIME, Findings
+from netlab.investigations.base import Evidence
 
 
 def init_notebook() -> None:
@@ -73,18 +74,31 @@ def _load(nb: str | os.PathLike[str] | dict[str, Any]) -> dict[str, Any]:
         raise NetlabError(f"cannot read notebook {nb}: {exc}") from None
 
 
-def read_findings(nb: str | os.PathLike[str] | dict[str, Any]) -> Findings:
-    """The findings recorded in an executed notebook (the last ones, if several)."""
-    data = _load(nb)
+def _recorded(nb: str | os.PathLike[str] | dict[str, Any], mime: str) -> dict[str, Any] | None:
+    """The last payload of type ``mime`` in an executed notebook's outputs."""
     found: dict[str, Any] | None = None
-    for cell in data.get("cells", []):
+    for cell in _load(nb).get("cells", []):
         for output in cell.get("outputs", []) or []:
-            payload = output.get("data", {}).get(FINDINGS_MIME)
+            payload = output.get("data", {}).get(mime)
             if payload is not None:
                 found = payload if isinstance(payload, dict) else json.loads(payload)
+    return found
+
+
+def read_findings(nb: str | os.PathLike[str] | dict[str, Any]) -> Findings:
+    """The findings recorded in an executed notebook (the last ones, if several)."""
+    found = _recorded(nb, FINDINGS_MIME)
     if found is None:
         raise NetlabError(f"{nb}: no findings recorded (did the notebook finish?)")
     return Findings.from_dict(found)
+
+
+def read_evidence(nb: str | os.PathLike[str] | dict[str, Any]) -> Evidence:
+    """The evidence a recorded verdict was decided on, to replay into ``decide``."""
+    found = _recorded(nb, EVIDENCE_MIME)
+    if found is None:
+        raise NetlabError(f"{nb}: no evidence recorded (did the notebook finish?)")
+    return Evidence.from_dict(found)
 
 
 def notebook_error(nb: str | os.PathLike[str] | dict[str, Any]) -> str | None:
@@ -99,22 +113,3 @@ def notebook_error(nb: str | os.PathLike[str] | dict[str, Any]) -> str | None:
                 if line.startswith("netlab: "):
                     return line[len("netlab: ") :]
     return None
-
-
-def prepare(investigation: str, parameters: dict[str, Any], *, out_dir: str = "prepared") -> str:
-    """A copy of an investigation's notebook with ``parameters`` injected (not run), for
-    triage to link to. Returns its path relative to the notebooks directory."""
-    import papermill
-
-    from netlab.report.run import investigation as info_for
-    from netlab.report.run import notebooks_dir
-
-    info = info_for(investigation)
-    base = notebooks_dir()
-    directory = base / out_dir
-    directory.mkdir(exist_ok=True)
-    target = directory / info.notebook
-    papermill.execute_notebook(
-        str(base / info.notebook), str(target), parameters=parameters, prepare_only=True, progress_bar=False
-    )
-    return str(target.relative_to(base))

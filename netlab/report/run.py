@@ -16,7 +16,8 @@ from netlab import naming
 from netlab import params as validate
 from netlab.errors import NetlabError
 from netlab.findings import Findings
-from netlab.investigations import REGISTRY, InvestigationInfo
+from netlab.investigations import get
+from netlab.investigations.base import Investigation
 from netlab.report.notebook import notebook_error, read_findings
 
 
@@ -46,11 +47,8 @@ def report_templates() -> Path:
     return kit_dir("templates", "NETLAB_TEMPLATES")
 
 
-def investigation(name: str) -> InvestigationInfo:
-    info = REGISTRY.get(name)
-    if info is None:
-        raise NetlabError(f"no investigation {name!r}", f"choose one of: {', '.join(REGISTRY)}")
-    return info
+def investigation(name: str) -> type[Investigation]:
+    return get(name)
 
 
 def parse_parameters(pairs: list[tuple[str, str]] | None) -> dict[str, Any]:
@@ -85,6 +83,9 @@ def run(
     from papermill.exceptions import PapermillExecutionError
 
     info = investigation(name)
+    # Every parameter checked before a kernel starts: unknown names, bad values, and
+    # required ones a lab does not fill are one-line errors naming the parameter.
+    info.parse(info.resolve(target, lab, **(parameters or {}))[1])
     source = notebooks_dir() / info.notebook
     if not source.exists():
         raise NetlabError(f"notebook {source} is missing")
@@ -157,6 +158,22 @@ def ipc_kernel_manager(runtime: Path) -> type:
             return str(runtime / "kernel.json")
 
     return IpcKernelManager
+
+
+def prepare(investigation: str, parameters: dict[str, Any], *, out_dir: str = "prepared") -> str:
+    """A copy of an investigation's notebook with ``parameters`` injected (not run), for
+    triage to link to. Returns its path relative to the notebooks directory."""
+    import papermill
+
+    info = get(investigation)
+    base = notebooks_dir()
+    directory = base / out_dir
+    directory.mkdir(exist_ok=True)
+    target = directory / info.notebook
+    papermill.execute_notebook(
+        str(base / info.notebook), str(target), parameters=parameters, prepare_only=True, progress_bar=False
+    )
+    return str(target.relative_to(base))
 
 
 def render_html(executed: Path, *, keep_code: bool = False) -> Path:

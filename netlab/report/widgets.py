@@ -1,5 +1,6 @@
-"""The interactive form for JupyterLab: choose a target and a lab scenario, run the
-investigation (or one step), watch the trace budget, cancel it, read the verdict.
+"""The interactive form for JupyterLab: choose a target and a lab scenario, set every
+parameter the investigation declares, run its steps in order, watch the trace budget,
+cancel it, read the verdict.
 
 Pre-filled from the notebook's parameters, so the same notebook runs headlessly with
 papermill (where the form is simply displayed and not used) and interactively.
@@ -7,12 +8,15 @@ papermill (where the form is simply displayed and not used) and interactively.
 
 from __future__ import annotations
 
-import importlib
+import json
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from netlab.errors import NetlabError
-from netlab.investigations import REGISTRY
+from netlab.findings import Findings
+from netlab.investigations import get
+from netlab.investigations.base import Investigation, Param
 from netlab.probes import control
 from netlab.targets import open_target
 
@@ -21,17 +25,19 @@ class InvestigationForm:
     """Target and lab inputs with validation, Run/Cancel buttons, a progress bar and the
     verdict; ``form.widget`` is the ipywidgets box (the form displays itself)."""
 
-    def __init__(self, investigation: str, *, target: str = "local", lab: str = "", **params: Any):
+    def __init__(self, investigation: str | type[Investigation], *, target: str = "local", lab: str = "",
+                 **params: Any):  # fmt: skip
         import ipywidgets as w
 
         from netlab import lab as labs
 
-        if investigation not in REGISTRY:
-            raise NetlabError(f"no investigation {investigation!r}", f"choose one of: {', '.join(REGISTRY)}")
-        self.info = REGISTRY[investigation]
-        self.params = params
-        self.findings = None
+        self.cls = get(investigation) if isinstance(investigation, str) else investigation
+        self.findings: Findings | None = None
         self._thread: threading.Thread | None = None
+        self.inputs = {p.name: _input(w, p, params.get(p.name, p.default)) for p in self.cls.params}
+        self.params_error = w.HTML()
+        for box in self.inputs.values():
+            box.observe(lambda _: self._validate(), names="value")
         scenarios = [""] + list(labs.SCENARIOS())
         self.target = w.Text(
             value=target, description="target", placeholder="local | netns://NAME | ssh://root@node"
@@ -55,9 +61,11 @@ class InvestigationForm:
         self.lab_up.on_click(lambda _: self._bring_lab_up())
         self.widget = w.VBox(
             [
-                w.HTML(f"<b>{self.info.title}</b>"),
+                w.HTML(f"<b>{self.cls.title}</b>"),
                 w.HBox([self.target, self.target_error]),
                 w.HBox([self.lab, self.lab_up, self.lab_state]),
+                *self.inputs.values(),
+                self.params_error,
                 w.HBox([self.run_button, self.cancel_button]),
                 w.HBox([self.progress, self.progress_text]),
                 self.verdict,
@@ -72,16 +80,31 @@ class InvestigationForm:
 
         display(self.widget)
 
+    def values(self) -> dict[str, Any]:
+        """The parameters as typed in the form (dicts from JSON text)."""
+        out = {}
+        for p in self.cls.params:
+            value = self.inputs[p.name].value
+            if p.type is dict:
+                try:
+                    value = json.loads(value) if str(value).strip() else None
+                except json.JSONDecodeError:
+                    raise NetlabError(f"parameter {p.name}: {value!r} is not JSON") from None
+            out[p.name] = value
+        return out
+
     def _validate(self) -> bool:
-        try:
-            open_target(self.target.value)
-        except NetlabError as exc:
-            self.target_error.value = f"<span style='color:#cf222e' class='netlab-error'>{exc}</span>"
-            self.run_button.disabled = True
-            return False
-        self.target_error.value = ""
-        self.run_button.disabled = False
-        return True
+        ok = True
+        for box, check in ((self.target_error, lambda: open_target(self.target.value)),
+                           (self.params_error, lambda: self.cls.parse(self.values()))):  # fmt: skip
+            try:
+                check()
+                box.value = ""
+            except NetlabError as exc:
+                box.value = f"<span style='color:#cf222e' class='netlab-error'>{exc}</span>"
+                ok = False
+        self.run_button.disabled = not ok
+        return ok
 
     def _show_lab_state(self) -> None:
         from netlab import lab as labs
@@ -119,10 +142,10 @@ class InvestigationForm:
         self._thread.start()
 
     def _run(self) -> None:
-        module = importlib.import_module(self.info.module)
         control.add_listener(self._on_progress)
         try:
-            findings = module.investigate(target=self.target.value, lab=self.lab.value, **self.params)
+            session = self.cls.start(self.target.value, self.lab.value, **self.values())
+            findings = session.run()  # the notebook's steps, in the notebook's order
             self.findings = findings
             self.verdict.value = (
                 f"<div class='netlab-verdict-text'>Verdict: <code>{findings.verdict}</code> — "
@@ -149,6 +172,27 @@ class InvestigationForm:
             self._thread.join(timeout)
 
 
-def form(investigation: str, *, target: str = "local", lab: str = "", **params: Any) -> InvestigationForm:
-    """The form for ``investigation``, pre-filled from the notebook's parameters."""
-    return InvestigationForm(investigation, target=target, lab=lab, **params)
+def _input(w: Any, param: Param, value: Any) -> Any:
+    """The widget for one declared parameter, its help as the tooltip."""
+    common = {
+        "description": param.name,
+        "description_tooltip": param.help,
+        "style": {"description_width": "initial"},
+    }
+    if param.type is int:
+        return w.IntText(value=int(value or 0), **common)
+    if param.type is float:
+        return w.FloatText(value=float(value or 0.0), **common)
+    if param.type is dict:
+        return w.Text(value=json.dumps(value) if value else "", placeholder=param.help, **common)
+    return w.Text(value=str(value or ""), placeholder=param.help, **common)
+
+
+def form(investigation: str | type[Investigation], namespace: Mapping[str, Any] | None = None,
+         **params: Any) -> InvestigationForm:  # fmt: skip
+    """The form for ``investigation``, pre-filled from the notebook's variables
+    (``namespace``, e.g. ``globals()``: target, lab and every declared parameter)."""
+    given = dict(namespace or {})
+    given.update(params)
+    target, lab = str(given.pop("target", "local")), str(given.pop("lab", ""))
+    return InvestigationForm(investigation, target=target, lab=lab, **given)

@@ -11,6 +11,22 @@ from contextlib import contextmanager
 from typing import Any
 
 from netlab import lab, naming
+from netlab.findings import Findings
+from netlab.investigations import get
+
+EVIDENCE = os.path.join(os.path.dirname(__file__), "..", "data", "evidence")
+
+
+def investigate(name: str, scenario: str, *, healthy: bool, **params: Any) -> Findings:
+    """Run investigation ``name`` against the lab scenario that is up, as its notebook does.
+    With ``NETLAB_RECORD_EVIDENCE=1`` the evidence is saved into tests/data/evidence for
+    the replay tests (tests/unit/test_verdicts.py)."""
+    run = get(name).start(lab=scenario, **params)
+    findings = run.run()
+    if os.environ.get("NETLAB_RECORD_EVIDENCE") == "1":
+        os.makedirs(EVIDENCE, exist_ok=True)
+        run.collected().save(os.path.join(EVIDENCE, f"{name}-{'healthy' if healthy else 'broken'}.json"))
+    return findings
 
 
 @contextmanager

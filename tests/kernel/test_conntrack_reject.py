@@ -16,8 +16,7 @@ import pytest
 
 from netlab import lab
 from netlab.cli import main
-from netlab.investigations import packet_drops
-from tests.kernel.labtools import leftovers, scenario
+from tests.kernel.labtools import investigate, leftovers, scenario
 
 pytestmark = pytest.mark.kernel
 NAME = "conntrack-reject"
@@ -27,7 +26,7 @@ def test_broken_lab_names_rule_flow_state_and_location() -> None:
     with scenario(NAME) as params:
         check = lab.verify(NAME)
         assert check.ok, check.text()
-        findings = packet_drops.investigate(lab=NAME)
+        findings = investigate("packet-drops", NAME, healthy=False)
     assert findings.verdict == "netfilter-drop", findings.summary
     assert "filter/FORWARD rule 3 (REJECT" in findings.summary
     assert "icmp-port-unreachable" in findings.summary
@@ -43,7 +42,7 @@ def test_broken_lab_names_rule_flow_state_and_location() -> None:
 def test_healthy_twin_is_healthy() -> None:
     with scenario(NAME, healthy=True):
         assert lab.verify(NAME).ok
-        findings = packet_drops.investigate(lab=NAME)
+        findings = investigate("packet-drops", NAME, healthy=True)
     assert findings.verdict == "healthy", findings.summary
     assert leftovers() == []
 
@@ -101,12 +100,3 @@ def test_cell_timeout_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "longer than 5 s" in capsys.readouterr().err
     assert _tracefs_instances() == []
     assert leftovers() == []
-
-
-def test_bad_parameters_are_one_line() -> None:
-    from netlab.errors import NetlabError
-
-    with pytest.raises(NetlabError, match="parameter server_port"):
-        packet_drops.start(server_port="9418; reboot")
-    with pytest.raises(NetlabError, match="parameter duration"):
-        packet_drops.start(duration=-1)

@@ -11,7 +11,7 @@ import pytest
 from netlab import lab
 from netlab.cli import main
 from netlab.investigations import route_cache
-from tests.kernel.labtools import leftovers, scenario
+from tests.kernel.labtools import investigate, leftovers, scenario
 
 pytestmark = pytest.mark.kernel
 NAME = "ipv6-route-cache"
@@ -21,7 +21,7 @@ def test_broken_lab_names_the_skew_and_enforcement() -> None:
     with scenario(NAME):
         check = lab.verify(NAME)
         assert check.ok, check.text()
-        findings = route_cache.investigate(lab=NAME)
+        findings = investigate("route-cache", NAME, healthy=False)
     rules = route_cache.kernel_rules(findings.kernel, 1)
     assert findings.verdict == (
         "route-cache-over-max-size" if rules.enforces_max_size else "percpu-counter-skew"
@@ -40,7 +40,7 @@ def test_broken_lab_names_the_skew_and_enforcement() -> None:
 def test_healthy_twin_is_healthy() -> None:
     with scenario(NAME, healthy=True):
         assert lab.verify(NAME).ok
-        findings = route_cache.investigate(lab=NAME)
+        findings = investigate("route-cache", NAME, healthy=True)
     assert findings.verdict == "healthy", findings.summary
     assert leftovers() == []
 

@@ -15,8 +15,7 @@ import pytest
 
 from netlab import lab
 from netlab.cli import main
-from netlab.investigations import cgroup_progs
-from tests.kernel.labtools import bpf_state, leftovers, scenario
+from tests.kernel.labtools import bpf_state, investigate, leftovers, scenario
 
 pytestmark = pytest.mark.kernel
 NAME = "stale-cgroup-prog"
@@ -27,7 +26,7 @@ def test_broken_lab_reproduces_and_is_diagnosed() -> None:
         check = lab.verify(NAME)
         assert check.ok, check.text()
         before = bpf_state()
-        findings = cgroup_progs.investigate(lab=NAME)
+        findings = investigate("cgroup-progs", NAME, healthy=False)
         assert bpf_state() == before, "the investigation changed BPF state"
     assert findings.verdict == "stale-cgroup-program"
     assert f"Program {params['old_prog_id']} " in findings.summary and "position 1" in findings.summary
@@ -44,7 +43,7 @@ def test_broken_lab_reproduces_and_is_diagnosed() -> None:
 def test_healthy_twin_is_healthy() -> None:
     with scenario(NAME, healthy=True):
         assert lab.verify(NAME).ok
-        findings = cgroup_progs.investigate(lab=NAME)
+        findings = investigate("cgroup-progs", NAME, healthy=True)
     assert findings.verdict == "healthy", findings.summary
     assert leftovers() == []
 
@@ -56,13 +55,6 @@ def test_netlab_run_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert data["verdict"] == "stale-cgroup-program" and data["investigation"] == "cgroup-progs"
     assert {"inventory", "lb maps", "connect walk", "real connect"} <= set(data["mechanisms"])
     assert list(tmp_path.glob("*.html")) and list(tmp_path.glob("*.ipynb"))
-
-
-def test_bad_service_parameter_is_one_line() -> None:
-    from netlab.errors import NetlabError
-
-    with pytest.raises(NetlabError, match="parameter service"):
-        cgroup_progs.start(service="10.96.0.10;reboot:80")
 
 
 def test_down_all_after_kill_during_up() -> None:

@@ -11,10 +11,9 @@ import pytest
 
 from netlab import lab
 from netlab.cli import main
-from netlab.investigations import stuck_tcp
 from netlab.probes import bpf_iter
 from netlab.targets import NetnsTarget
-from tests.kernel.labtools import leftovers, scenario
+from tests.kernel.labtools import investigate, leftovers, scenario
 
 pytestmark = pytest.mark.kernel
 NAME = "stuck-tcp"
@@ -24,7 +23,7 @@ def test_broken_lab_names_the_stale_key_and_handlers() -> None:
     with scenario(NAME):
         check = lab.verify(NAME)
         assert check.ok, check.text()
-        findings = stuck_tcp.investigate(lab=NAME)
+        findings = investigate("stuck-tcp", NAME, healthy=False)
     assert findings.verdict == "stale-sockmap-entry", findings.summary
     # The stale key, decoded: the pod's server end of a node client port in the range.
     assert "Stale sockmap entry 10.244.1.11:8080 -> 192.168.50.1:4012" in findings.summary
@@ -47,7 +46,7 @@ def test_broken_lab_names_the_stale_key_and_handlers() -> None:
 def test_healthy_twin_is_healthy() -> None:
     with scenario(NAME, healthy=True):
         assert lab.verify(NAME).ok
-        findings = stuck_tcp.investigate(lab=NAME)
+        findings = investigate("stuck-tcp", NAME, healthy=True)
     assert findings.verdict == "healthy", findings.summary
     assert leftovers() == []
 
@@ -76,12 +75,3 @@ def test_iterator_pin_is_removed_on_interrupt(monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.undo()
         assert [n for n in os.listdir("/sys/fs/bpf") if "_iter_" in n] == []
     assert leftovers() == []
-
-
-def test_parameters_are_validated() -> None:
-    from netlab.errors import NetlabError
-
-    with pytest.raises(NetlabError, match="parameter pod_ip"):
-        stuck_tcp.start(pod_ip="10.0.0.1; reboot")
-    with pytest.raises(NetlabError, match="parameter client_ports"):
-        stuck_tcp.start(pod_ip="10.0.0.1", client_ports="9-x")

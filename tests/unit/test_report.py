@@ -19,7 +19,7 @@ import netlab.report
 from netlab.findings import Findings, Evidence
 import pandas as pd
 netlab.report.init_notebook()
-f = Findings("stuck-tcp", target, "stale-sockmap-entry", f"lab={lab} port={port}",
+f = Findings("stuck-tcp", target, "stale-sockmap-entry", f"pod_ip={pod_ip} pod_port={pod_port}",
              evidence=[Evidence.table("sockmap", pd.DataFrame({"sip": ["10.0.0.1"], "sport": [80]}))],
              mechanisms={"sockmap dump": "bpftool"}, remediation=["bpftool map delete id 1 key hex 00"])
 netlab.report.record(f)
@@ -30,7 +30,7 @@ netlab.report.record(f)
 def notebooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell('target: str = "local"\nlab: str = ""\nport: int = 1')
+    params = nbformat.v4.new_code_cell('target: str = "local"\nlab: str = ""\npod_ip: str = ""\npod_port: int = 8080')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# A test investigation\nWhat we check."), params,
                 nbformat.v4.new_code_cell(RECORDING)]  # fmt: skip
@@ -42,9 +42,9 @@ def notebooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_run_records_findings_and_renders_offline_html(notebooks: Path, tmp_path: Path) -> None:
-    result = runner.run("stuck-tcp", lab="stuck-tcp", parameters={"port": 8080}, out=tmp_path / "out")
+    result = runner.run("stuck-tcp", parameters={"pod_ip": "10.0.0.1", "pod_port": 81}, out=tmp_path / "out")
     assert result.findings.verdict == "stale-sockmap-entry"
-    assert result.findings.summary == "lab=stuck-tcp port=8080"
+    assert result.findings.summary == "pod_ip=10.0.0.1 pod_port=81"
     assert read_findings(result.notebook).to_dict() == result.findings.to_dict()
     assert result.html is not None
     page = result.html.read_text()
@@ -55,7 +55,7 @@ def test_run_records_findings_and_renders_offline_html(notebooks: Path, tmp_path
 
 
 def test_writeup(notebooks: Path, tmp_path: Path) -> None:
-    result = runner.run("stuck-tcp", out=tmp_path / "out")
+    result = runner.run("stuck-tcp", parameters={"pod_ip": "10.0.0.1"}, out=tmp_path / "out")
     paths = writeup.write(str(result.notebook))
     markdown = paths["markdown"].read_text()
     assert "# stuck-tcp: `stale-sockmap-entry`" in markdown

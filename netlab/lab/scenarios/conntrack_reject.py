@@ -89,6 +89,9 @@ class ConntrackReject(Scenario):
             "reproduce": "lab",
         }
 
+    def reproduce(self, params: dict[str, Any]) -> dict[str, Any]:
+        return reproduce(params)
+
     def took_effect(self, params: dict[str, Any], healthy: bool) -> list[str]:
         node = NetnsTarget(params["node_netns"])
         problems = []

@@ -37,7 +37,7 @@ from netlab.lab.topology import (
     spawn,
     wait_programs_gone,
 )
-from netlab.probes import bpf_build
+from netlab.probes import bpf_build, tcp_sockets
 from netlab.targets import NetnsTarget
 
 VICTIM_PORTS = range(40120, 40128)  # client ports whose connections meet stale entries
@@ -140,8 +140,6 @@ class StuckTcp(Scenario):
         return problems
 
     def verify(self, params: dict[str, Any], healthy: bool) -> VerifyResult:
-        from netlab.probes import bpf_iter
-
         result = VerifyResult(self.name, healthy)
         node = NetnsTarget(params["node_netns"])
         pod_ip, port, cgroup = params["pod_ip"], params["pod_port"], params["cgroup"]
@@ -159,13 +157,9 @@ class StuckTcp(Scenario):
                                 pod_ip, port, "/health", timeout=2)  # fmt: skip
             result.add(f"{vantage} -> pod HTTP", "answers", web.detail, web.ok)
         # The receive handler of each end of a flow from those ports, read while it is stuck.
-        from netlab.investigations.stuck_tcp import parse_iterator
-
         with reach.HeldRequest(node, pod_ip, port, "/slow/3", seconds=4, local_port=ports, cgroup=cgroup):
-            client = parse_iterator(bpf_iter.run("tcp_sockets.bpf.c", node), "node")
-            server = parse_iterator(
-                bpf_iter.run("tcp_sockets.bpf.c", NetnsTarget(params["pod_netns"]["pod1"])), "pod"
-            )
+            client = tcp_sockets.read(node, "node")
+            server = tcp_sockets.read(NetnsTarget(params["pod_netns"]["pod1"]), "pod")
         lo, hi = (int(x) for x in ports.split("-"))
         client_h = set(
             client[client["local_port"].between(lo, hi) & (client["peer_port"] == port)]["handler"]

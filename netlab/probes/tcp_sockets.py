@@ -1,0 +1,29 @@
+"""Every TCP socket of a network namespace with its receive handler, from the CO-RE BPF
+TCP iterator ``bpf/tcp_sockets.bpf.c`` (no kprobes needed): which sockets a sockops
+program accelerated (``tcp_bpf_recvmsg``) and which kept the plain ``tcp_recvmsg``."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from netlab.probes import bpf_iter
+from netlab.targets import Target
+
+COLUMNS = ["netns", "local", "local_port", "peer", "peer_port", "state", "cookie", "handler"]
+
+
+def parse(text: str, where: str) -> pd.DataFrame:
+    """Lines of ``tcp_sockets.bpf.c``: family, local, lport, peer, pport, state, cookie, handler."""
+    rows = []
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) != 8:
+            continue
+        rows.append({"netns": where, "local": f[1], "local_port": int(f[2]), "peer": f[3], "peer_port": int(f[4]),
+                     "state": int(f[5]), "cookie": int(f[6]), "handler": f[7].split("+", 1)[0]})  # fmt: skip
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def read(target: Target, where: str) -> pd.DataFrame:
+    """Run the iterator once in ``target``'s namespace; ``where`` labels the rows."""
+    return parse(bpf_iter.run("tcp_sockets.bpf.c", target), where)
