@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 from netlab.errors import NetlabError
@@ -103,18 +105,40 @@ def notebook_error(nb: str | os.PathLike[str] | dict[str, Any]) -> str | None:
 
 def prepare(investigation: str, parameters: dict[str, Any], *, out_dir: str = "prepared") -> str:
     """A copy of an investigation's notebook with ``parameters`` injected (not run), for
-    triage to link to. Returns its path relative to the notebooks directory."""
+    triage to link to. It goes in ``out_dir`` under the kernel's working directory, which
+    is the triage notebook's own (the shipped notebooks under ``netlab run``, the user's
+    copy from ``netlab notebooks`` in JupyterLab), so the returned relative path opens."""
     import papermill
 
     from netlab.report.run import investigation as info_for
     from netlab.report.run import notebooks_dir
 
     info = info_for(investigation)
-    base = notebooks_dir()
+    base = Path.cwd()
     directory = base / out_dir
     directory.mkdir(exist_ok=True)
     target = directory / info.notebook
+    source = notebooks_dir() / info.notebook
     papermill.execute_notebook(
-        str(base / info.notebook), str(target), parameters=parameters, prepare_only=True, progress_bar=False
+        str(source), str(target), parameters=parameters, prepare_only=True, progress_bar=False
     )
     return str(target.relative_to(base))
+
+
+def copy_notebooks(directory: str | os.PathLike[str], *, force: bool = False) -> list[Path]:
+    """``netlab notebooks DIR``: the shipped investigation notebooks copied into
+    ``directory`` (created if needed) to open in JupyterLab. Files already there are
+    kept, and nothing is copied, unless ``force``."""
+    from netlab.report.run import notebooks_dir
+
+    sources = sorted(notebooks_dir().glob("*.ipynb"))
+    if not sources:
+        raise NetlabError(f"no notebooks in {notebooks_dir()}")
+    dest = Path(directory)
+    if dest.exists() and not dest.is_dir():
+        raise NetlabError(f"{dest} is not a directory")
+    clashes = [s.name for s in sources if (dest / s.name).exists()]
+    if clashes and not force:
+        raise NetlabError(f"{dest} already has {', '.join(clashes)}", "add --force to overwrite")
+    dest.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copyfile(s, dest / s.name)) for s in sources]

@@ -9,6 +9,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,16 @@ class RunResult:
 
 
 def kit_dir(sub: str, env: str) -> Path:
-    """A directory shipped beside the package (``notebooks/``, ``templates/``), or the
-    one named by environment variable ``env``."""
+    """A directory the kit ships as package data (``notebooks``, ``templates``; see
+    :mod:`netlab.kit`), or the one named by environment variable ``env``.
+
+    In a checkout or an editable install this is the top-level directory itself (through
+    the symlink); from a wheel, the copy inside site-packages."""
     if os.environ.get(env):
         return Path(os.environ[env])
-    here = Path(__file__).resolve().parents[2] / sub
-    if here.is_dir():
-        return here
+    shipped = resources.files("netlab.kit") / sub
+    if isinstance(shipped, Path) and shipped.is_dir():
+        return shipped.resolve()
     raise NetlabError(f"cannot find netlab's {sub}/ directory", f"set {env}")
 
 
