@@ -134,6 +134,14 @@ def cmd_writeup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    from netlab.report import run
+
+    copies = run.copy_notebooks(args.dir, force=args.force)
+    print(f"copied {len(copies)} notebooks into {args.dir}; open them with: jupyter lab {args.dir}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from netlab.report import demo
 
@@ -237,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_writeup)
+
+    p = sub.add_parser("notebooks", help="copy the investigation notebooks into DIR for JupyterLab")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--force", action="store_true", help="overwrite notebooks already in DIR")
+    p.set_defaults(func=cmd_notebooks)
 
     p = sub.add_parser("demo", help="every lab scenario, investigated, with reports")
     p.add_argument("--out", default="reports/demo")

@@ -52,7 +52,7 @@ def table(signals: list[Signal]) -> pd.DataFrame:
 
 def next_step(signals: list[Signal], *, target: str = "local", out_dir: str = "prepared") -> Any:
     """Which notebook to open next and why, as Markdown, with a copy of that notebook
-    prepared with its parameters filled in (``notebooks/prepared/``)."""
+    prepared with its parameters filled in (``prepared/`` beside the triage notebook)."""
     from IPython.display import Markdown
 
     from netlab.report.run import prepare

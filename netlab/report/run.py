@@ -9,6 +9,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,16 @@ class RunResult:
 
 
 def kit_dir(sub: str, env: str) -> Path:
-    """A directory shipped beside the package (``notebooks/``, ``templates/``), or the
-    one named by environment variable ``env``."""
+    """A directory the kit ships as package data (``notebooks``, ``templates``; see
+    :mod:`netlab.kit`), or the one named by environment variable ``env``.
+
+    In a checkout or an editable install this is the top-level directory itself (through
+    the symlink); from a wheel, the copy inside site-packages."""
     if os.environ.get(env):
         return Path(os.environ[env])
-    here = Path(__file__).resolve().parents[2] / sub
-    if here.is_dir():
-        return here
+    shipped = resources.files("netlab.kit") / sub
+    if isinstance(shipped, Path) and shipped.is_dir():
+        return shipped.resolve()
     raise NetlabError(f"cannot find netlab's {sub}/ directory", f"set {env}")
 
 
@@ -162,18 +166,38 @@ def ipc_kernel_manager(runtime: Path) -> type:
 
 def prepare(investigation: str, parameters: dict[str, Any], *, out_dir: str = "prepared") -> str:
     """A copy of an investigation's notebook with ``parameters`` injected (not run), for
-    triage to link to. Returns its path relative to the notebooks directory."""
+    triage to link to. It goes in ``out_dir`` under the kernel's working directory, which
+    is the triage notebook's own (the shipped notebooks under ``netlab run``, the user's
+    copy from ``netlab notebooks`` in JupyterLab), so the returned relative path opens."""
     import papermill
 
     info = get(investigation)
-    base = notebooks_dir()
+    base = Path.cwd()
     directory = base / out_dir
     directory.mkdir(exist_ok=True)
     target = directory / info.notebook
+    source = notebooks_dir() / info.notebook
     papermill.execute_notebook(
-        str(base / info.notebook), str(target), parameters=parameters, prepare_only=True, progress_bar=False
+        str(source), str(target), parameters=parameters, prepare_only=True, progress_bar=False
     )
     return str(target.relative_to(base))
+
+
+def copy_notebooks(directory: str | os.PathLike[str], *, force: bool = False) -> list[Path]:
+    """``netlab notebooks DIR``: the shipped investigation notebooks copied into
+    ``directory`` (created if needed) to open in JupyterLab. Files already there are
+    kept, and nothing is copied, unless ``force``."""
+    sources = sorted(notebooks_dir().glob("*.ipynb"))
+    if not sources:
+        raise NetlabError(f"no notebooks in {notebooks_dir()}")
+    dest = Path(directory)
+    if dest.exists() and not dest.is_dir():
+        raise NetlabError(f"{dest} is not a directory")
+    clashes = [s.name for s in sources if (dest / s.name).exists()]
+    if clashes and not force:
+        raise NetlabError(f"{dest} already has {', '.join(clashes)}", "add --force to overwrite")
+    dest.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copyfile(s, dest / s.name)) for s in sources]
 
 
 def render_html(executed: Path, *, keep_code: bool = False) -> Path:

@@ -13,6 +13,7 @@ from netlab.errors import NetlabError
 from netlab.findings import Findings
 from netlab.report import batch, read_findings, writeup
 from netlab.report import run as runner
+from netlab.report.run import prepare
 
 RECORDING = """
 import netlab.report
@@ -30,7 +31,9 @@ netlab.report.record(f)
 def notebooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell('target: str = "local"\nlab: str = ""\npod_ip: str = ""\npod_port: int = 8080')
+    params = nbformat.v4.new_code_cell(
+        'target: str = "local"\nlab: str = ""\npod_ip: str = ""\npod_port: int = 8080'
+    )
     params.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# A test investigation\nWhat we check."), params,
                 nbformat.v4.new_code_cell(RECORDING)]  # fmt: skip
@@ -82,3 +85,38 @@ def test_targets_file_errors_name_the_line(tmp_path: Path) -> None:
     path.write_text("# nodes\nlocal\nssh://bad host\n")
     with pytest.raises(NetlabError, match="line 3"):
         batch.read_targets(str(path))
+
+
+def test_notebooks_command_copies_refuses_to_overwrite_then_forces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netlab import cli
+
+    monkeypatch.delenv("NETLAB_NOTEBOOKS", raising=False)
+    shipped = runner.notebooks_dir()
+    names = sorted(p.name for p in shipped.glob("*.ipynb"))
+    dest = tmp_path / "work" / "notebooks"
+    assert cli.main(["notebooks", str(dest)]) == 0
+    assert sorted(p.name for p in dest.iterdir()) == names
+    (dest / names[0]).write_text("edited")
+    capsys.readouterr()
+    assert cli.main(["notebooks", str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"netlab: {dest} already has ") and "--force" in err and err.count("\n") == 1
+    assert (dest / names[0]).read_text() == "edited"
+    assert cli.main(["notebooks", str(dest), "--force"]) == 0
+    assert (dest / names[0]).read_bytes() == (shipped / names[0]).read_bytes()
+
+
+def test_prepared_copy_goes_beside_the_running_notebook(
+    notebooks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In JupyterLab the kernel runs in the user's copy (netlab notebooks DIR), so triage's
+    # relative link must resolve there, whatever the shipped notebooks directory is.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    monkeypatch.chdir(copy)
+    path = prepare("stuck-tcp", {"port": 5})
+    assert path == "prepared/stuck-tcp.ipynb"
+    assert "port = 5" in (copy / path).read_text()
+    assert not (notebooks / "prepared").exists()
