@@ -55,7 +55,7 @@ class InvestigationForm:
         self.verdict = w.HTML()
         self.output = w.Output()
         self.target.observe(lambda _: self._validate(), names="value")
-        self.lab.observe(lambda _: self._show_lab_state(), names="value")
+        self.lab.observe(lambda _: self._lab_changed(), names="value")
         self.run_button.on_click(lambda _: self.start())
         self.cancel_button.on_click(lambda _: control.cancel())
         self.lab_up.on_click(lambda _: self._bring_lab_up())
@@ -93,10 +93,17 @@ class InvestigationForm:
             out[p.name] = value
         return out
 
+    def _check_params(self) -> None:
+        # With a lab chosen, the parameters it holds count as given (pod_ip, say).
+        given = self.values()
+        if self.lab.value:
+            given = self.cls.resolve("local", self.lab.value, **given)[1]
+        self.cls.parse(given)
+
     def _validate(self) -> bool:
         ok = True
         for box, check in ((self.target_error, lambda: open_target(self.target.value)),
-                           (self.params_error, lambda: self.cls.parse(self.values()))):  # fmt: skip
+                           (self.params_error, self._check_params)):  # fmt: skip
             try:
                 check()
                 box.value = ""
@@ -105,6 +112,10 @@ class InvestigationForm:
                 ok = False
         self.run_button.disabled = not ok
         return ok
+
+    def _lab_changed(self) -> None:
+        self._show_lab_state()
+        self._validate()
 
     def _show_lab_state(self) -> None:
         from netlab import lab as labs
@@ -126,6 +137,7 @@ class InvestigationForm:
             self.lab_state.value = f"<span style='color:#cf222e'>{exc}</span>"
             return
         self._show_lab_state()
+        self._validate()
 
     def _on_progress(self, progress: control.Progress) -> None:
         self.progress.value = progress.fraction
