@@ -7,7 +7,7 @@ mount itself; mounting a pseudo file system is not a change to the node's networ
 
 from __future__ import annotations
 
-from netlab.errors import CapabilityMissing
+from netlab.errors import CapabilityMissing, NetlabError
 from netlab.targets import Target
 
 TRACEFS_PATHS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
@@ -63,3 +63,14 @@ def cgroup2(target: Target) -> str:
         if kind == "cgroup2":
             return path
     raise CapabilityMissing(f"{target.url}: no cgroup v2 hierarchy is mounted")
+
+
+def require_cgroup2_dir(target: Target, path: str, param: str) -> None:
+    """``path`` must be a directory of the cgroup v2 hierarchy on ``target`` (checked by
+    file-system type): a probe process joins it by writing its ``cgroup.procs``, which in
+    any other directory would just create a file there."""
+    found = target.run(["stat", "-f", "-c", "%T", path], check=False)
+    kind = found.stdout.strip()
+    if not found.ok or kind != "cgroup2fs":
+        seen = kind or "missing"
+        raise NetlabError(f"parameter {param}: {path} is not a cgroup v2 directory ({seen})")

@@ -116,3 +116,45 @@ def path(value: object, param: str = "path", *, absolute: bool = True) -> str:
     if absolute and not text.startswith("/"):
         raise NetlabError(f"parameter {param}: {value!r} must be an absolute path")
     return text
+
+
+# Where a report must never be written, whatever the user typed.
+_SYSTEM_DIRS = (
+    "/etc",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/boot",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/usr",
+    "/var/lib",
+    "/run",
+)
+
+
+def output_dir(value: object, param: str = "out") -> str:
+    """A directory to write reports into: not empty, not a file, not a system directory."""
+    import os
+
+    text = str(value)
+    if not text.strip() or _PATH_BAD.search(text) or text.startswith("-"):
+        raise NetlabError(f"parameter {param}: {value!r} is not a usable directory")
+    real = os.path.realpath(text)
+    if real == "/" or any(real == d or real.startswith(d + "/") for d in _SYSTEM_DIRS):
+        raise NetlabError(f"parameter {param}: {text!r} is a system directory; write reports elsewhere")
+    if os.path.exists(real) and not os.path.isdir(real):
+        raise NetlabError(f"parameter {param}: {text!r} exists and is not a directory")
+    return text
+
+
+def seconds(value: object, param: str, *, maximum: float) -> float:
+    """A finite duration in seconds, greater than 0 and at most ``maximum``."""
+    import math
+
+    number = positive_number(value, param, maximum=maximum)
+    if not math.isfinite(number):
+        raise NetlabError(f"parameter {param}: {value!r} is not a finite number")
+    return number

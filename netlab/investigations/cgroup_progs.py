@@ -70,6 +70,9 @@ class CgroupProgs(Investigation):
 
     def prepare(self) -> None:
         v = self.values
+        for name in ("cgroup_root", "cgroup"):
+            if v[name]:
+                mounts.require_cgroup2_dir(self.target.host(), v[name], name)
         self.cgroup_root = v["cgroup_root"] or mounts.cgroup2(self.target.host())
         self.service = parse_service(v["service"]) if v["service"] else None
         self.cgroup = v["cgroup"]

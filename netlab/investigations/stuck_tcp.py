@@ -24,7 +24,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from netlab import doctor, params
+from netlab import doctor, mounts, params
 from netlab.collectors import bpf_objects, reach, ss
 from netlab.decoders import bpftool_map_delete_argv, decode_sockmap, detect_layout, sockmap_entries_per_ip
 from netlab.errors import NetlabError
@@ -93,6 +93,8 @@ class StuckTcp(Investigation):
         self.client_ports = v["client_ports"] or None
         low, _, high = (self.client_ports or "").partition("-")
         self.port_span = (int(low), int(high or low)) if self.client_ports else None
+        if v["client_cgroup"]:
+            mounts.require_cgroup2_dir(self.target.host(), v["client_cgroup"], "client_cgroup")
         self.cgroup = v["client_cgroup"] or None
         self.pod = open_target(v["pod_target"]) if v["pod_target"] else None
         self.peer = open_target(v["peer_target"]) if v["peer_target"] else None

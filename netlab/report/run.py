@@ -87,6 +87,8 @@ def run(
     from papermill.exceptions import PapermillExecutionError
 
     info = investigation(name)
+    out = validate.output_dir(out, "--out")
+    timeout = validate.seconds(timeout, "--timeout", maximum=86400)
     # Every parameter checked before a kernel starts: unknown names, bad values, and
     # required ones a lab does not fill are one-line errors naming the parameter.
     info.parse(info.resolve(target, lab, **(parameters or {}))[1])

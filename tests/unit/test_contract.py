@@ -14,6 +14,7 @@ from netlab.cli import main
 from netlab.errors import NetlabError
 from netlab.investigations import REGISTRY, get
 from netlab.investigations.base import Evidence
+from netlab.report.run import run as runner_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,3 +149,26 @@ def test_no_import_cycles_in_the_package() -> None:
         if m not in state:
             visit(m)
     assert cycles == [], "import cycles: " + "; ".join(" -> ".join(c) for c in cycles[:10])
+
+
+@pytest.mark.parametrize("param", ["cgroup", "cgroup_root"])
+def test_a_cgroup_parameter_must_be_a_cgroup2_directory(param: str, tmp_path: Path) -> None:
+    with pytest.raises(NetlabError, match=rf"parameter {param}: {tmp_path} is not a cgroup v2 directory"):
+        get("cgroup-progs").start(**{param: str(tmp_path)})
+    assert list(tmp_path.iterdir()) == []  # nothing written there (no cgroup.procs)
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [("/etc", "system directory"), ("/proc/sys/net", "system directory"), ("", "not a usable directory"),
+     ("/etc/passwd", "system directory")],
+)  # fmt: skip
+def test_reports_are_never_written_into_system_directories(out: str, message: str) -> None:
+    with pytest.raises(NetlabError, match=message):
+        runner_run("cgroup-progs", out=out)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf")])
+def test_timeout_must_be_a_positive_finite_number(timeout: float, tmp_path: Path) -> None:
+    with pytest.raises(NetlabError, match="parameter --timeout"):
+        runner_run("cgroup-progs", out=tmp_path, timeout=timeout)

@@ -50,6 +50,7 @@ def _names() -> dict[str, str]:
         "pins": f"{mounts.BPFFS}/{base}",
         "sockops": f"{naming.PREFIX}_sockops",
         "sk_msg": f"{naming.PREFIX}_sk_msg",
+        "log": f"/run/netlab/{naming.PREFIX}/stale-socket.log",
     }
 
 
@@ -96,7 +97,7 @@ class StuckTcp(Scenario):
         stale_cookies: list[int] = []
         if not healthy:
             keys = [stale_key(POD_V4["pod1"], NODE_V4, port).hex() for port in VICTIM_PORTS]
-            log = f"/run/netlab/{naming.PREFIX}/stale-socket.log"
+            log = _names()["log"]
             os.makedirs(os.path.dirname(log), exist_ok=True)
             with open(log, "w"):
                 pass
@@ -189,7 +190,7 @@ class StuckTcp(Scenario):
             host.run(["bpftool", "prog", "detach", "pinned", f"{pins}/progs/{names['sk_msg']}", "msg_verdict",
                       "pinned", f"{pins}/maps/cilium_sock_ops"], check=False)  # fmt: skip
         remove_cgroup(cgroup, "sock_ops")
-        host.run(["rm", "-rf", pins], check=False)
+        host.run(["rm", "-rf", pins, names["log"]], check=False)
         wait_programs_gone([names["sockops"], names["sk_msg"]])
 
 
