@@ -76,3 +76,19 @@ def test_route_cache_without_skew_or_overflow_is_healthy() -> None:
     counter["fast"] = counter["slow"]
     evidence.results["counter"] = counter
     assert get("route-cache").decide(evidence).verdict == "healthy"
+
+
+def test_route_cache_over_max_size_where_the_kernel_enforces_it() -> None:
+    """No lab kernel enforces max_size any more (6.18 and Debian's 6.1 both carry the
+    removal), so this verdict is replayed from the broken lab's evidence with the rules of
+    the case's 4.19 substituted: the same counts, a kernel that checks them."""
+    from dataclasses import asdict
+
+    from netlab.investigations.route_cache import kernel_rules
+
+    evidence, _ = replay("route-cache", "broken")
+    cpus = int(evidence.results["rules"]["worst_gap"] // max(evidence.results["rules"]["batch"] - 1, 1))
+    evidence.results["rules"] = asdict(kernel_rules("4.19.0", max(cpus, 1)))
+    findings = get("route-cache").decide(evidence)
+    assert findings.verdict == "route-cache-over-max-size"
+    assert "max_size 64" in findings.summary
