@@ -96,7 +96,12 @@ class Topology:
             sh(["ip", "-n", name, "link", "set", "lo", "up"])
         node, remote = self.node, self.remote
         sysctl(node, "net.ipv4.ip_forward", "1")
-        sysctl(node, "net.ipv6.conf.all.forwarding", "1")
+        # Both sides route (the remote routes the pods' prefixes to the node). IPv6
+        # forwarding must be on before the first neighbour exchange: the node records the
+        # remote as a router only from an advertisement with the router flag, and the
+        # route GC prunes gateway routes (PMTU exceptions among them) whose gateway is not.
+        for ns in (node, remote):
+            sysctl(ns, "net.ipv6.conf.all.forwarding", "1")
         # Uplink node <-> remote.
         if not link_exists(node, "eth0"):
             sh(

@@ -11,10 +11,14 @@ from netlab.errors import NetlabError
 from netlab.lab import ready
 from netlab.lab.scenarios.ipv6_route_cache import SCENARIO as ROUTE_CACHE
 from netlab.lab.scenarios.ipv6_route_cache import dst_entries
-from netlab.lab.topology import destroy_namespaces, sh
+from netlab.lab.topology import destroy_namespaces, host, sh
 from tests.kernel.labtools import scenario
 
 pytestmark = pytest.mark.kernel
+
+
+def sh_out(argv: list[str]) -> str:
+    return host.run(argv).stdout
 
 
 def test_a_link_that_never_comes_up_is_named() -> None:
@@ -45,3 +49,17 @@ def test_a_lab_whose_fault_is_gone_is_rebuilt_not_reused() -> None:
         rebuilt = lab.up(name)
         assert dst_entries(rebuilt["node_netns"]) > 64
         assert lab.verify(name).ok
+
+
+def test_the_route_cache_fault_persists() -> None:
+    """The flood's PMTU exceptions stay: the node knows its gateway as a router (the
+    route GC prunes gateway exceptions of a non-router), so an investigation started
+    later still finds the count past max_size."""
+    import time
+
+    with scenario(ROUTE_CACHE.name) as params:
+        node = params["node_netns"]
+        neigh = sh_out(["ip", "-n", node, "-6", "neigh", "show", "fd00:50::2"])
+        assert "router" in neigh, neigh
+        time.sleep(12)  # past the route GC's first runs after the flood
+        assert dst_entries(node) > 64

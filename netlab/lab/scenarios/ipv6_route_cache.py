@@ -82,7 +82,6 @@ class Ipv6RouteCache(Scenario):
                 ]
             )
         sh(["ip", "-n", far, "link", "set", "eth0", "mtu", "1280"])
-        sysctl(remote, "net.ipv6.conf.all.forwarding", "1")
         for ns, addr in ((remote, f"{REMOTE_FAR_V6}/64"), (far, f"{FAR_V6}/64")):
             dev = "eth1" if ns == remote else "eth0"
             sysctl(ns, f"net.ipv6.conf.{dev}.accept_dad", "0")
@@ -120,6 +119,10 @@ class Ipv6RouteCache(Scenario):
         max_size = int(rt6.route_sysctls(NetnsTarget(node))["max_size"])
         if healthy:
             return [] if dst <= max_size else [f"{dst} IPv6 dst entries, past max_size {max_size}"]
+        neigh = host.run(["ip", "-n", node, "-6", "neigh", "show", REMOTE_V6], check=False).stdout
+        if "router" not in neigh:
+            # The route GC prunes gateway exceptions whose gateway is not a known router.
+            return [f"the node does not know its gateway {REMOTE_V6} as a router ({neigh.strip() or 'no entry'})"]
         if dst > max_size:
             return []
         return [
