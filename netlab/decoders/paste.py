@@ -61,6 +61,8 @@ _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\ufeff]")
 
 def normalise_spaces(text: str) -> str:
     """Plain spaces for the odd ones web pages use, zero-width characters removed."""
+    if text.isascii():
+        return text
     return _ZERO_WIDTH.sub("", _ODD_SPACES.sub(" ", text))
 
 
@@ -132,7 +134,7 @@ class Block:
     @property
     def text(self) -> str:
         """The block's lines, preceded by blank lines so that numbering matches the paste."""
-        return "\n" * (self.start - 1) + "\n".join(self.lines) + "\n"
+        return "".join(["\n" * (self.start - 1), "\n".join(self.lines), "\n"])
 
     def numbered(self) -> Iterator[tuple[int, str]]:
         """(paste line number, line) for every non-blank line."""
@@ -246,7 +248,10 @@ def split_blocks(text: str) -> list[Block]:
         if s in _DECORATION:
             sp.lines.append("")
             continue
-        command = command_of(s) if (c in "$#[(*" or "@" in s[:64] or " " in s) else None
+        space = s.find(" ")
+        word = s[:space] if space > 0 else s
+        maybe_prompt = c in "$#[(*" or "@" in word or word[-1] in "#$" or word in _BARE_COMMANDS
+        command = command_of(s) if maybe_prompt else None
         if command is not None:
             while command.endswith("\\") and i < n:  # a command continued on the next line
                 nxt = raw_lines[i].strip()
