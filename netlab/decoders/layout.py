@@ -193,7 +193,8 @@ def flag_set(name: str) -> dict[str, int]:
     return dict(_load()[2][name])
 
 
-def _name_matches(seen: str, full: str) -> bool:
+def name_matches(seen: str, full: str) -> bool:
+    """Whether a map name as seen (maybe truncated to 15 characters) is the map ``full``."""
     # The kernel truncates object names to 15 characters, so `cilium_lb4_serv` stands for
     # both `cilium_lb4_services` and `cilium_lb4_services_v2`: a 15-character name is a
     # prefix, anything shorter must match exactly. Per-endpoint maps are named by a
@@ -216,7 +217,7 @@ def detect_layout(map_name: str | None, key_size: int, value_size: int) -> list[
     and its sizes when nothing fits.
     """
     name = (map_name or "").strip().rstrip("/").rsplit("/", 1)[-1]
-    by_name = [m for m in map_layouts() if not name or any(_name_matches(name, n) for n in m.map_names)]
+    by_name = [m for m in map_layouts() if not name or any(name_matches(name, n) for n in m.map_names)]
     fits = [m for m in by_name if m.key.size == key_size and m.value.size == value_size]
     if fits:
         return fits
