@@ -152,7 +152,8 @@ def _decode_iptables(block: Block, layout: str | None, damage: Damage) -> Decode
     rules = iptables.parse_save(block.text, family=family, damage=damage)
     policies = iptables.policies_frame(rules.attrs["policies"])
     related = {"chain policies": policies} if len(policies) else {}
-    return _result("iptables-save", block, rules, damage, related=related)
+    notes = ["no rules, only chain policies"] if len(policies) and not len(rules) else []
+    return _result("iptables-save", block, rules, damage, related=related, notes=notes)
 
 
 def _decode_nft(block: Block, layout: str | None, damage: Damage) -> Decoded:

@@ -42,7 +42,7 @@ _STRONG_PROMPT = re.compile(
 )
 _WEAK_PROMPT = re.compile(r"^(?:\([^)\n]{0,40}\)\s*)?(?:[\w.-]{1,40})?#\s+(?=\S)")  # "# cmd", "bash-5.1# cmd"
 _FENCE = re.compile(r"^(?:`{3,}|~{3,})\s*[\w+.#-]*\s*$")
-_QUOTE = re.compile(r"^[ \t]*(?:>[ \t]?)+")
+_QUOTE = re.compile(r"^(?:[ \t]*>[ \t]?)+")  # nested quoting, maybe indented between levels
 _BOLD = re.compile(r"^\*\*(.+)\*\*$")
 _LABEL = re.compile(r"^[A-Za-z][\w .+/()-]{0,60}:$")
 _NOT_LABELS = re.compile(r"^(?:key|value|value \(CPU \d+\)|metadata):$")
