@@ -233,6 +233,15 @@ class _TextParser:
         if _VALUE_LABEL.match(line):
             if self.skipping:
                 return
+            p = self.pending
+            if p is not None and p.complete and not (p.per_cpu and line.startswith("value (CPU")):
+                # The hex since the last value was the next key's: its "key:" line was lost.
+                self.pending = None
+                self.skipping = True
+                self.damage.report(
+                    f"line {number}: a second 'value:' for the entry at line {p.line} (a 'key:' line lost?); dropped"
+                )
+                return
             if self.pending is None:
                 if self.orphan:
                     start = self.orphan_line

@@ -119,7 +119,7 @@ def parse_frame(line: str) -> tuple[str, Frame] | None:
         return ("bcc", frame) if frame else None
     m = _PERF_FRAME.match(s)
     if m:
-        frame = _symbol(m.group("symbol"), address=m.group("address"), module=m.group("dso"))
+        frame = _symbol(m.group("symbol"), address=m.group("address"), module=m.group("dso").strip("[]"))
         return ("perf", frame) if frame else None
     m = _PLAIN_FRAME.match(s)
     if m:
