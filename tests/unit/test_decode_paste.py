@@ -169,3 +169,26 @@ def test_prose_alone_is_an_error_naming_the_lines() -> None:
 def test_several_blocks_are_decoded_one_by_one() -> None:
     text = sample_text("ss_tlpne_03.txt") + "\n" + sample_text("bpftool_map_dump_lb4_services_02.txt")
     assert [d.kind for d in decode(text)] == ["ss", "bpftool-map-dump"]
+
+
+def test_the_form_decodes_what_it_is_given() -> None:
+    from netlab.report.widgets import decode_form
+
+    form = decode_form(sample_text("bpftool_map_lookup_lb4_backends_01.txt"))
+    assert form.result is not None and form.result[0].table["backend"].tolist() == ["10.0.0.27:80"]
+    assert "1 block(s), 1 row(s), 0 warning(s)" in form.message.value
+    form.text.value = "only prose here"
+    form.run()
+    assert form.result is None and "no output netlab can decode" in form.message.value
+
+
+def test_the_notebook_runs_headlessly_with_a_paste(tmp_path) -> None:
+    import papermill
+
+    from netlab.report.run import notebooks_dir
+
+    out = tmp_path / "decode.ipynb"
+    text = quote(sample_text("bpftool_map_lookup_lb4_services_03.txt"))
+    papermill.execute_notebook(str(notebooks_dir() / "decode.ipynb"), str(out), parameters={"text": text},
+                               progress_bar=False, kernel_name="python3")  # fmt: skip
+    assert "172.18.0.6:30171" in out.read_text() and "nodeport|routable" in out.read_text()
