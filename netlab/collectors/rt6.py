@@ -40,7 +40,8 @@ def find_rt6_stats(text: str, *, damage: Damage | None = None) -> pd.DataFrame:
     ... 0000 after the flood``), one row per reading with the line it sits on.
 
     A run of five or more such words that is not seven long is a reading with a column
-    lost or added: it raises (naming the line) unless ``damage`` tolerates it.
+    lost or added: it raises (naming the line) unless ``damage`` tolerates it. Text with no
+    reading at all raises.
     """
     damage = strict(damage)
     rows = []
@@ -55,6 +56,8 @@ def find_rt6_stats(text: str, *, damage: Damage | None = None) -> pd.DataFrame:
                 damage.report(
                     f"rt6_stats line {number}: {len(words)} hex columns, rt6_stats has {len(RT6_COLUMNS)}"
                 )
+    if not rows and not damage.warnings and text.strip():
+        raise DecodeError(f"rt6_stats: no reading ({len(RT6_COLUMNS)} hexadecimal columns) in the text")
     return pd.DataFrame(rows, columns=["line", *RT6_COLUMNS])
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 from netlab.decoders.damage import Damage, strict
 from netlab.decoders.ftrace import EVENT, event_row
 from netlab.decoders.paste import command_of, is_elision
+from netlab.errors import DecodeError
 
 _CLONE = re.compile(r"(?:\.(?:part|isra|constprop|cold|llvm|lto_priv|localalias|clone)(?:\.\d+)?)+$")
 _TRACING = re.compile(
@@ -286,7 +287,7 @@ def parse_stacks(text: str, *, damage: Damage | None = None) -> KernelStacks:
     text printed just before it (bpftrace ``printf``) fills ``context``; ``count`` is a
     bpftrace map's count. ``frames`` has one row per frame with its offset, module and
     address. A line between two frames of one stack that is not a frame is damage: raised,
-    or skipped with a warning when ``damage`` tolerates it.
+    or skipped with a warning when ``damage`` tolerates it. Text without any stack raises.
     """
     parser = _StackParser(strict(damage))
     lines = text.splitlines()
@@ -294,6 +295,11 @@ def parse_stacks(text: str, *, damage: Damage | None = None) -> KernelStacks:
         following = next((n for n in lines[i + 1 : i + 3] if n.strip()), None)
         parser.feed(i + 1, line, following)
     parser.end()
+    if not parser.stacks and text.strip():
+        first = next(i for i, line in enumerate(lines, start=1) if line.strip())
+        raise DecodeError(
+            f"line {first}: no kernel stack frames here (expected ' => func', 'func+0x1f', ...)"
+        )
     rows = []
     frame_rows = []
     for index, st in enumerate(parser.stacks, start=1):

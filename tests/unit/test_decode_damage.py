@@ -7,7 +7,7 @@ import pytest
 
 from netlab.cli import main as cli
 from netlab.collectors import conntrack, iptables, rt6, ss
-from netlab.decoders import decode
+from netlab.decoders import decode, parse_map_dump
 from netlab.decoders.damage import Damage
 from netlab.decoders.stacks import base_function, is_tracing_frame, parse_stacks, top_frame
 from netlab.errors import DecodeError
@@ -299,3 +299,12 @@ def test_cli_errors_are_one_line(tmp_path, capsys) -> None:
     assert cli(["decode", str(paste), "--kind", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("netlab: no kind 'nope'") and err.count("\n") == 1
+
+
+def test_parsers_called_directly_never_return_nothing_from_text() -> None:
+    with pytest.raises(DecodeError, match="line 2: no kernel stack frames here"):
+        parse_stacks("\nAttaching 1 probe...\n")
+    with pytest.raises(DecodeError, match="rt6_stats: no reading"):
+        rt6.find_rt6_stats("the route cache looked fine\n")
+    with pytest.raises(DecodeError, match="line 1: not bpftool map output"):
+        parse_map_dump("> key: 01  value: 02\n")  # once zero entries; quoting is the paste decoder's job
