@@ -499,19 +499,13 @@ def _json_entry(obj: object, index: int) -> MapEntry:
     return MapEntry(key, _hex_array(value, f"{where} value"), line=index, formatted=formatted)
 
 
-def parse_map_dump_json(
-    text: str, *, key_size: int | None = None, value_size: int | None = None
-) -> list[MapEntry]:
-    """Parse ``bpftool -j map dump`` / ``map lookup`` output (also ``-p`` pretty JSON).
-
-    Accepts an array of entries, a single entry object, or several JSON documents one
-    after another (jq streams, several commands), with prompt/command lines between them.
-    Byte arrays are bpftool's ``["0x0a", ...]``; ``{"error": ...}`` values and per-CPU
-    ``values`` are kept; a ``formatted`` (BTF) rendering is carried along untouched.
-    """
+def json_documents(text: str) -> list[Any]:
+    """The JSON documents in ``text``, one after another (a jq stream, several commands'
+    output), with prompt and command lines between them allowed. Anything else, or bad
+    JSON, raises :class:`DecodeError` naming the line."""
     text = normalise_spaces(text)
     decoder = json.JSONDecoder()
-    docs: list[object] = []
+    docs: list[Any] = []
     pos, n = 0, len(text)
     while pos < n:
         while pos < n and text[pos].isspace():
@@ -532,6 +526,20 @@ def parse_map_dump_json(
             number = text.count("\n", 0, pos) + 1
             raise DecodeError(f"line {number}: not JSON and not a command line: {line[:60]!r}")
         pos = end
+    return docs
+
+
+def parse_map_dump_json(
+    text: str, *, key_size: int | None = None, value_size: int | None = None
+) -> list[MapEntry]:
+    """Parse ``bpftool -j map dump`` / ``map lookup`` output (also ``-p`` pretty JSON).
+
+    Accepts an array of entries, a single entry object, or several JSON documents one
+    after another (jq streams, several commands), with prompt/command lines between them.
+    Byte arrays are bpftool's ``["0x0a", ...]``; ``{"error": ...}`` values and per-CPU
+    ``values`` are kept; a ``formatted`` (BTF) rendering is carried along untouched.
+    """
+    docs = json_documents(text)
     entries: list[MapEntry] = []
     for doc in docs:
         for obj in doc if isinstance(doc, list) else [doc]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from netlab.collectors import conntrack, iptables, nft, rt6, ss
 from netlab.decoders import bpftool_show, ftrace, stacks
-from netlab.decoders.bpftool import parse_map_dump_json, parse_map_dump_lines
+from netlab.decoders.bpftool import json_documents, parse_map_dump_json, parse_map_dump_lines
 from netlab.decoders.damage import Damage
 from netlab.decoders.decoded import Decoded, DecodedPaste
 from netlab.decoders.map_table import map_name_in, map_table
@@ -58,22 +58,10 @@ def _command(pattern: str) -> Callable[[str], bool]:
 
 def _json_documents(text: str) -> list[Any] | None:
     """The JSON documents of a block (jq prints a stream of them), or None if it is not JSON."""
-    decoder = json.JSONDecoder()
-    docs: list[Any] = []
-    pos, n = 0, len(text)
-    while pos < n:
-        while pos < n and text[pos].isspace():
-            pos += 1
-        if pos >= n:
-            break
-        if text[pos] not in "[{":
-            return None
-        try:
-            doc, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError:
-            return None
-        docs.append(doc)
-    return docs or None
+    try:
+        return json_documents(text) or None
+    except DecodeError:
+        return None
 
 
 def _objects(docs: list[Any]) -> list[Any]:
