@@ -121,6 +121,12 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decode(args: argparse.Namespace) -> int:
+    from netlab.decoders import detect
+
+    return detect.main(args.file, kind=args.kind, layout=args.layout, as_json=args.json)
+
+
 def cmd_writeup(args: argparse.Namespace) -> int:
     from netlab.report import writeup
 
@@ -131,12 +137,6 @@ def cmd_writeup(args: argparse.Namespace) -> int:
         for kind, path in paths.items():
             print(f"{kind}: {path}")
     return 0
-
-
-def cmd_decode(args: argparse.Namespace) -> int:
-    from netlab.decoders import detect
-
-    return detect.main(args.file, kind=args.kind, layout=args.layout, as_json=args.json)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -193,12 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cleanup)
 
-    p = sub.add_parser("writeup", help="turn an executed investigation into a write-up")
-    p.add_argument("notebook")
-    p.add_argument("--out", default=None)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_writeup)
-
     p = sub.add_parser(
         "decode", help="decode pasted output (bpftool, iptables-save, conntrack, ss, stacks...)"
     )
@@ -211,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("writeup", help="turn an executed investigation into a write-up")
+    p.add_argument("notebook")
+    p.add_argument("--out", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_writeup)
 
     p = sub.add_parser("demo", help="every lab scenario, investigated, with reports")
     p.add_argument("--out", default="reports/demo")

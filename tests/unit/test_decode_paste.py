@@ -172,7 +172,7 @@ def test_several_blocks_are_decoded_one_by_one() -> None:
 
 
 def test_the_form_decodes_what_it_is_given() -> None:
-    from netlab.report.widgets import decode_form
+    from netlab.report.decode_form import decode_form
 
     form = decode_form(sample_text("bpftool_map_lookup_lb4_backends_01.txt"))
     assert form.result is not None and form.result[0].table["backend"].tolist() == ["10.0.0.27:80"]
