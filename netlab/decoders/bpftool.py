@@ -5,7 +5,10 @@ printed instead). Output pasted from a terminal or a write-up carries decoration
 and command lines, ``Found N elements`` trailers, ``...`` elisions, ``--`` separators from
 ``grep -C``, trailing ``# comments``. Those are accepted where the meaning stays
 unambiguous; anything else raises :class:`DecodeError` naming the line (text) or entry
-(JSON). Also here: building ``bpftool map ... key hex ..`` arguments from key bytes.
+(JSON), unless the caller passes a tolerant :class:`~netlab.decoders.damage.Damage` (the
+paste decoder does): then a damaged line and the entry it belongs to are skipped with a
+warning. A key or value whose width contradicts the others always raises. Also here:
+building ``bpftool map ... key hex ..`` arguments from key bytes.
 """
 
 from __future__ import annotations
