@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python bench/run.py [map_decode|trace_overhead|report_latency ...]``.
+"""Run the benchmarks: ``python bench/run.py [map_decode|trace_overhead|report_latency|decode_paste ...]``.
 Each prints its figures with the baseline measured in the same run; bench/README.md
 records the latest results."""
 
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ALL = ["map_decode", "trace_overhead", "report_latency"]
+ALL = ["map_decode", "trace_overhead", "report_latency", "decode_paste"]
 
 
 def main() -> int:

@@ -122,6 +122,12 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decode(args: argparse.Namespace) -> int:
+    from netlab.decoders import detect
+
+    return detect.main(args.file, kind=args.kind, layout=args.layout, as_json=args.json)
+
+
 def cmd_writeup(args: argparse.Namespace) -> int:
     from netlab.report import writeup
 
@@ -239,6 +245,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="also live probes and every lab scenario")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cleanup)
+
+    p = sub.add_parser(
+        "decode", help="decode pasted output (bpftool, iptables-save, conntrack, ss, stacks...)"
+    )
+    p.add_argument("file", nargs="?", default="-", help="the paste; - or nothing for stdin")
+    p.add_argument(
+        "--kind", help="skip detection: bpftool-map-dump, iptables-save, conntrack, ss, kernel-stacks..."
+    )
+    p.add_argument(
+        "--layout", help="a map dump's layout when the paste does not name the map, e.g. lb4_services/D"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("writeup", help="turn an executed investigation into a write-up")
     p.add_argument("notebook")

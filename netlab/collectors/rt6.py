@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
+from netlab.decoders.damage import Damage, strict
 from netlab.errors import DecodeError
 from netlab.targets import Target
 
@@ -26,6 +29,36 @@ def parse_rt6_stats(text: str) -> dict[str, int]:
         return {name: int(value, 16) for name, value in zip(RT6_COLUMNS, fields, strict=True)}
     except ValueError:
         raise DecodeError(f"rt6_stats: a column is not hexadecimal: {text.strip()!r}") from None
+
+
+# A run of hexadecimal words at least four digits wide (rt6_stats prints "%04x").
+_HEX_RUN = re.compile(r"(?<![\w.:/-])[0-9a-fA-F]{4,16}(?:[ \t]+[0-9a-fA-F]{4,16})*(?![\w.:/-])")
+
+
+def find_rt6_stats(text: str, *, damage: Damage | None = None) -> pd.DataFrame:
+    """Every rt6_stats reading in ``text``, also inside prose (``rt6_stats showed 0019 000e
+    ... 0000 after the flood``), one row per reading with the line it sits on.
+
+    A run of five or more such words that is not seven long is a reading with a column
+    lost or added: it raises (naming the line) unless ``damage`` tolerates it. Text with no
+    reading at all raises.
+    """
+    damage = strict(damage)
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        for run in _HEX_RUN.finditer(line):
+            words = run.group(0).split()
+            if len(words) == len(RT6_COLUMNS):
+                rows.append(
+                    {"line": number, **{n: int(w, 16) for n, w in zip(RT6_COLUMNS, words, strict=True)}}
+                )
+            elif len(words) >= 5:
+                damage.report(
+                    f"rt6_stats line {number}: {len(words)} hex columns, rt6_stats has {len(RT6_COLUMNS)}"
+                )
+    if not rows and not damage.warnings and text.strip():
+        raise DecodeError(f"rt6_stats: no reading ({len(RT6_COLUMNS)} hexadecimal columns) in the text")
+    return pd.DataFrame(rows, columns=["line", *RT6_COLUMNS])
 
 
 def stats(target: Target) -> dict[str, int]:

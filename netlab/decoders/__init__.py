@@ -6,6 +6,11 @@
 - :mod:`~netlab.decoders.bpftool` parses ``bpftool map dump``/``lookup`` text and JSON.
 - :mod:`~netlab.decoders.bulk` decodes/encodes many entries at once with numpy.
 - :mod:`~netlab.decoders.cilium` gives the sockmap and service/backend views.
+- :mod:`~netlab.decoders.paste` strips what people add around pasted output and cuts a
+  paste into blocks; :mod:`~netlab.decoders.detect` tells each block's kind and decodes it
+  (:func:`decode`, ``netlab decode``) with the kit's parsers, including
+  :mod:`~netlab.decoders.stacks` (kernel stacks), :mod:`~netlab.decoders.ftrace` (trace
+  events) and :mod:`~netlab.decoders.bpftool_show` (prog/map show, cgroup tree).
 """
 
 from netlab.decoders.addresses import ip_to_hex
@@ -28,6 +33,7 @@ from netlab.decoders.cilium import (
     lb_service_table,
     sockmap_entries_per_ip,
 )
+from netlab.decoders.decoded import DecodedPaste
 from netlab.decoders.layout import (
     Field,
     MapLayout,
@@ -38,6 +44,14 @@ from netlab.decoders.layout import (
     struct_layout,
 )
 
+
+def decode(text: str, kind: str | None = None, layout: str | None = None) -> DecodedPaste:
+    """Decode pasted command output, decoration and all: see :func:`netlab.decoders.detect.decode`."""
+    from netlab.decoders.detect import decode as _decode  # the collectors' parsers load on first use
+
+    return _decode(text, kind=kind, layout=layout)
+
+
 __all__ = [
     "Field",
     "MapEntry",
@@ -45,6 +59,8 @@ __all__ = [
     "StructLayout",
     "bpftool_key_hex",
     "bpftool_map_delete_argv",
+    "DecodedPaste",
+    "decode",
     "decode_entries",
     "decode_lb_backends",
     "decode_lb_services",

@@ -60,6 +60,32 @@ def format_ipv6(rows: np.ndarray) -> np.ndarray:
     return _spread(np.asarray(codes).reshape(-1), strings)
 
 
+def format_mac(rows: np.ndarray) -> np.ndarray:
+    """``aa:bb:cc:dd:ee:ff`` strings for an ``(n, 6)`` uint8 array of MAC addresses."""
+    rows = np.ascontiguousarray(rows, dtype=np.uint8).reshape(-1, 6)
+    if len(rows) == 0:
+        return np.empty(0, dtype=object)
+    uniques, codes = np.unique(rows, axis=0, return_inverse=True)
+    strings = [":".join(f"{b:02x}" for b in row) for row in uniques.tolist()]
+    return _spread(np.asarray(codes).reshape(-1), strings)
+
+
+def parse_mac(values: Sequence[object] | np.ndarray, where: str = "mac") -> np.ndarray:
+    """``(n, 6)`` uint8 array from ``aa:bb:cc:dd:ee:ff`` strings; :class:`DecodeError` names the row."""
+
+    def one(s: str) -> bytes:
+        parts = s.split(":")
+        if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+            raise ValueError(s)
+        return bytes.fromhex("".join(parts))
+
+    codes, parsed = _parse_unique(values, one, "EUI-48 MAC address", where)
+    if not parsed:
+        return np.zeros((0, 6), np.uint8)
+    table = np.frombuffer(b"".join(parsed), dtype=np.uint8).reshape(-1, 6)  # type: ignore[arg-type]
+    return table[codes]
+
+
 def _parse_unique(
     values: Sequence[object] | np.ndarray, parse: Callable[[str], object], what: str, where: str
 ) -> tuple[np.ndarray, list[object]]:

@@ -19,9 +19,11 @@ import pandas as pd
 from netlab.decoders.addresses import (
     format_ipv4,
     format_ipv6,
+    format_mac,
     is_ipv4_string,
     parse_ip_bytes,
     parse_ipv4,
+    parse_mac,
 )
 from netlab.decoders.layout import Field, StructLayout
 from netlab.errors import DecodeError
@@ -64,12 +66,17 @@ def struct_dtype(layout: StructLayout) -> np.dtype:
     cached = _DTYPES.get((layout.name, id(layout)))
     if cached is not None:
         return cached
-    names, formats, offsets = [], [], []
+    names: list[str] = []
+    formats: list[object] = []
+    offsets: list[int] = []
     for f in layout.fields:
         if f.kind == "pad":
             continue
         names.append(f.name)
-        formats.append(("u1", (16,)) if f.kind in ("ipv6", "ip_union") else _STORED[f.kind])
+        if f.kind in ("ipv6", "ip_union", "mac"):
+            formats.append(("u1", (f.size,)))
+        else:
+            formats.append(_STORED[f.kind])
         offsets.append(f.offset)
     dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": layout.size})
     _DTYPES[(layout.name, id(layout))] = dtype
@@ -111,6 +118,8 @@ def _decode_field(rec: np.ndarray, f: Field, layout: StructLayout) -> np.ndarray
         return format_ipv4(col.astype(np.uint32))
     if f.kind == "ipv6":
         return format_ipv6(col)
+    if f.kind == "mac":
+        return format_mac(col)
     if f.kind == "ip_union":
         assert f.family_field is not None
         v4 = rec[f.family_field] == f.ipv4_family
@@ -262,6 +271,8 @@ def encode(
             out[f.name] = packed
         elif f.kind == "ip_union":
             _encode_union(out, frame, layout, f, col)
+        elif f.kind == "mac":
+            out[f.name] = parse_mac(col.to_numpy(dtype=object), f"{where} field {f.name}")
         else:
             if f.enum is not None:
                 col = _enum_codes(col, f, where)

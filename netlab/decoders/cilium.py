@@ -54,8 +54,19 @@ def decode_map(entries: Sequence[MapEntry], layout: MapLayout) -> pd.DataFrame:
     keys = [e.key for e in entries]
     values = [e.value for e in entries]
     frame = decode_entries(layout.key, layout.value, keys, values)
+    if layout.key.lpm is not None:
+        frame["cidr"] = _lpm_cidr(frame, *layout.key.lpm)
     frame["error"] = pd.Series([e.error for e in entries], dtype=object)
     return frame
+
+
+def _lpm_cidr(frame: pd.DataFrame, prefixlen: str, address: str, bits_before: int) -> pd.Series:
+    # An LPM trie key's prefix length counts every bit after itself, so the address's own
+    # prefix is what remains after the fields matched before it (ipcache: pad and family).
+    addr = frame[address].astype(str)
+    limit = np.where(addr.str.contains(":", regex=False), 128, 32)
+    bits = np.clip(frame[prefixlen].to_numpy(dtype=np.int64) - bits_before, 0, limit)
+    return addr + "/" + pd.Series(bits, index=frame.index).astype(str)
 
 
 def _endpoint(address: pd.Series, port: pd.Series) -> pd.Series:

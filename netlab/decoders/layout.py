@@ -9,6 +9,7 @@ their kind) and picks the layouts that fit a map by its name and key/value sizes
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from dataclasses import dataclass, field
 from functools import cache
@@ -30,6 +31,7 @@ KIND_SIZES: dict[str, int | None] = {
     "u8": 1,
     "be16_in_u32": 4,
     "sock_cookie": 8,
+    "mac": 6,
     "pad": None,
 }
 
@@ -64,6 +66,8 @@ class StructLayout:
     cilium_names: tuple[str, ...] = ()
     frontend_word: str | None = None
     note: str = ""
+    #: For an LPM trie key: (prefix length field, address field, prefix bits before the address).
+    lpm: tuple[str, str, int] | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -145,6 +149,7 @@ def _load() -> tuple[dict[str, StructLayout], tuple[MapLayout, ...], dict[str, d
             cilium_names=tuple(s.get("cilium_names", ())),
             frontend_word=s.get("frontend_word"),
             note=s.get("note", ""),
+            lpm=(s["lpm"]["prefixlen"], s["lpm"]["address"], s["lpm"]["bits_before"]) if "lpm" in s else None,
         )
         _check_struct(name, struct)
         structs[name] = struct
@@ -188,10 +193,14 @@ def flag_set(name: str) -> dict[str, int]:
     return dict(_load()[2][name])
 
 
-def _name_matches(seen: str, full: str) -> bool:
+def name_matches(seen: str, full: str) -> bool:
+    """Whether a map name as seen (maybe truncated to 15 characters) is the map ``full``."""
     # The kernel truncates object names to 15 characters, so `cilium_lb4_serv` stands for
     # both `cilium_lb4_services` and `cilium_lb4_services_v2`: a 15-character name is a
-    # prefix, anything shorter must match exactly.
+    # prefix, anything shorter must match exactly. Per-endpoint maps are named by a
+    # pattern (`cilium_policy_*`).
+    if "*" in full:
+        return fnmatch.fnmatchcase(seen, full)
     if len(seen) >= BPF_OBJ_NAME_VISIBLE:
         return full[:BPF_OBJ_NAME_VISIBLE] == seen[:BPF_OBJ_NAME_VISIBLE]
     return full == seen
@@ -208,7 +217,7 @@ def detect_layout(map_name: str | None, key_size: int, value_size: int) -> list[
     and its sizes when nothing fits.
     """
     name = (map_name or "").strip().rstrip("/").rsplit("/", 1)[-1]
-    by_name = [m for m in map_layouts() if not name or any(_name_matches(name, n) for n in m.map_names)]
+    by_name = [m for m in map_layouts() if not name or any(name_matches(name, n) for n in m.map_names)]
     fits = [m for m in by_name if m.key.size == key_size and m.value.size == value_size]
     if fits:
         return fits

@@ -20,6 +20,8 @@ from typing import Any
 import pandas as pd
 
 from netlab import params
+from netlab.decoders import stacks
+from netlab.decoders.ftrace import EVENT
 from netlab.errors import NetlabError
 from netlab.probes import tracefs
 from netlab.targets import Target
@@ -27,17 +29,10 @@ from netlab.targets import Target
 # Frees that are housekeeping rather than a packet lost on its way: queues purged when a
 # socket closes. Shown apart from drops.
 HOUSEKEEPING = {"QUEUE_PURGE"}
-# Frames of the tracing machinery itself, above the function that dropped the packet.
-_PLUMBING = {
-    "trace_event_raw_event_kfree_skb",
-    "sk_skb_reason_drop",
-    "kfree_skb_reason",
-    "kfree_skb_list_reason",
-}
-_EVENT = re.compile(
-    r"^\s*(?P<task>.+?)-(?P<pid>\d+)\s+\[(?P<cpu>\d+)\]\s+\S+\s+(?P<ts>[\d.]+):\s+(?P<event>[\w<> ]+?):\s*(?P<body>.*)$"
-)
 _KFREE = re.compile(r"protocol=(?P<protocol>\d+)\s+location=(?P<location>\S+)\s+reason:\s+(?P<reason>\w+)")
+# Kernels that hash %p pointers print the location as a bare hash (location=00000000db8dd81c)
+# when it cannot be symbolized: it names no function, the stack's first real frame does.
+_HASHED = re.compile(r"^(?:0x)?[0-9a-f]{8,16}$")
 
 
 def drop_reasons(target: Target) -> dict[str, int]:
@@ -49,7 +44,12 @@ def drop_reasons(target: Target) -> dict[str, int]:
 
 
 def parse_trace(text: str) -> pd.DataFrame:
-    """kfree_skb events with their stacks from a tracefs ``trace`` buffer."""
+    """kfree_skb events with their stacks from a tracefs ``trace`` buffer.
+
+    ``function`` is the location's function without compiler clone suffixes, or, when the
+    location is only a hashed pointer, the stack's first frame that is not tracing
+    machinery or the skb free API; ``stack`` leaves those frames out too.
+    """
     rows: list[dict[str, Any]] = []
     pending: dict[int, dict[str, Any]] = {}
     current: dict[str, Any] | None = None
@@ -58,28 +58,31 @@ def parse_trace(text: str) -> pd.DataFrame:
             continue
         if line.lstrip().startswith("=>"):
             if current is not None:
-                frame = line.split("=>", 1)[1].strip()
-                if frame not in _PLUMBING:
+                frame = stacks.base_function(line.split("=>", 1)[1].strip().split()[0])
+                if not stacks.is_tracing_frame(frame):
                     current["stack"].append(frame)
             continue
         if line.rstrip().endswith("<stack trace>"):
             cpu_match = re.search(r"\[(\d+)\]", line)
             current = pending.pop(int(cpu_match.group(1)), None) if cpu_match else None
             continue
-        match = _EVENT.match(line)
+        match = EVENT.match(line)
         if not match:
             continue
         cpu = int(match.group("cpu"))
         current = None
-        body = _KFREE.search(match.group("body"))
-        if match.group("event") != "kfree_skb" or not body:
+        body = _KFREE.search(match.group("body") or "")
+        if match.group("event").strip() != "kfree_skb" or not body:
             continue
         location = body.group("location")
-        row: dict[str, Any] = {"time": float(match.group("ts")), "task": match.group("task").strip(), "cpu": cpu,
+        row: dict[str, Any] = {"time": float(match.group("time")), "task": match.group("task").strip(), "cpu": cpu,
                "protocol": int(body.group("protocol")), "reason": body.group("reason"), "location": location,
-               "function": location.split("+", 1)[0], "stack": []}  # fmt: skip
+               "function": "" if _HASHED.match(location) else stacks.base_function(location), "stack": []}  # fmt: skip
         rows.append(row)
         pending[cpu] = row
+    for row in rows:
+        if not row["function"] and row["stack"]:
+            row["function"] = row["stack"][0]
     frame = pd.DataFrame(
         rows, columns=["time", "task", "cpu", "protocol", "reason", "location", "function", "stack"]
     )

@@ -11,13 +11,15 @@ from netlab.findings import EVIDENCE_MIME, FINDINGS_MIME, Findings
 from netlab.investigations.base import Evidence
 
 
-def init_notebook() -> None:
+def init_notebook(*, sweep: bool = True) -> None:
     """The one call at the top of every investigation notebook.
 
     - plotly charts embed plotly.js in the notebook, so reports render with no network
       (jump hosts rarely have any);
     - a :class:`NetlabError` shows as one line with its remedy, not a traceback;
-    - probes left behind by a killed earlier kernel are swept (by netlab's naming).
+    - probes left behind by a killed earlier kernel are swept (by netlab's naming), unless
+      ``sweep`` is False: a notebook that attaches nothing and needs no privilege (decoding
+      pasted output) leaves the kernel alone.
     """
     import plotly.io as pio
 
@@ -36,6 +38,8 @@ def init_notebook() -> None:
             print(f"netlab: {value}")
 
         shell.set_custom_exc((NetlabError,), show_netlab_error)
+    if not sweep:
+        return
     from netlab import cleanup
 
     cleanup.sweep_orphans()

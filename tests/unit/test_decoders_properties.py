@@ -41,6 +41,8 @@ def row(draw, layout: StructLayout) -> dict:
             out[f.name] = draw(ipv4)
         elif f.kind == "ipv6":
             out[f.name] = draw(ipv6)
+        elif f.kind == "mac":
+            out[f.name] = ":".join(f"{b:02x}" for b in draw(st.binary(min_size=6, max_size=6)))
         elif f.enum is not None:
             code = draw(st.integers(0, 255))
             out[f.name] = f.enum.get(code, str(code))

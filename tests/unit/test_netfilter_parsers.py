@@ -39,7 +39,14 @@ def test_legacy_published_without_counters() -> None:
     assert set(rules["backend"]) == {"legacy"}
     nat = rules[(rules["table"] == "nat") & (rules["chain"] == "POSTROUTING")]
     assert list(nat["position"]) == [1, 2] and nat["packets"].isna().all()
-    assert ("nat", "KUBE-SERVICES", "-") in rules.attrs["policies"]
+    assert iptables.ChainPolicy("nat", "KUBE-SERVICES", "-", 0, 0) in rules.attrs["policies"]
+    prerouting = rules.attrs["policies"][0]
+    assert (prerouting.chain, prerouting.policy, prerouting.packets, prerouting.bytes) == (
+        "PREROUTING",
+        "ACCEPT",
+        4397728,
+        1947643879,
+    )
 
 
 def test_published_counters_and_deltas() -> None:
