@@ -122,7 +122,9 @@ class Ipv6RouteCache(Scenario):
         neigh = host.run(["ip", "-n", node, "-6", "neigh", "show", REMOTE_V6], check=False).stdout
         if "router" not in neigh:
             # The route GC prunes gateway exceptions whose gateway is not a known router.
-            return [f"the node does not know its gateway {REMOTE_V6} as a router ({neigh.strip() or 'no entry'})"]
+            return [
+                f"the node does not know its gateway {REMOTE_V6} as a router ({neigh.strip() or 'no entry'})"
+            ]
         if dst > max_size:
             return []
         return [
