@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 
 from netlab.errors import NetlabError
 
@@ -150,11 +151,11 @@ def output_dir(value: object, param: str = "out") -> str:
     return text
 
 
-def seconds(value: object, param: str, *, maximum: float) -> float:
-    """A finite duration in seconds, greater than 0 and at most ``maximum``."""
-    import math
+def up_to(maximum: int) -> Callable[[object, str], int]:
+    """A validator of a whole number in 1..``maximum`` (for declared parameters)."""
+    return lambda value, param: count(value, param, maximum=maximum)
 
-    number = positive_number(value, param, maximum=maximum)
-    if not math.isfinite(number):
-        raise NetlabError(f"parameter {param}: {value!r} is not a finite number")
-    return number
+
+def seconds_up_to(maximum: float) -> Callable[[object, str], float]:
+    """A validator of a duration above 0 and at most ``maximum`` seconds."""
+    return lambda value, param: positive_number(value, param, maximum=maximum)

@@ -278,7 +278,7 @@ class Investigation:
                 if isinstance(value, dict):
                     given[p.name] = {k: p.lab_format.format(x) for k, x in value.items()}
                 elif value not in (None, ""):
-                    given[p.name] = p.lab_format.format(value) if isinstance(value, str | int) else value
+                    given[p.name] = p.lab_format.format(value) if p.lab_format != "{}" else value
         if target == "local":
             target = f"netns://{saved['node_netns']}"
         return target, given

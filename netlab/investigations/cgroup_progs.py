@@ -49,10 +49,6 @@ def _service_param(value: Any, name: str) -> str:
     return f"{address}:{port}"
 
 
-def _path_param(value: Any, name: str) -> str:
-    return params.path(value, name)
-
-
 class CgroupProgs(Investigation):
     name = "cgroup-progs"
     title = "cgroup BPF programs and map inventory: stale programs and duplicate maps"
@@ -60,9 +56,9 @@ class CgroupProgs(Investigation):
     scenario = "stale-cgroup-prog"
     params = (
         Param("cgroup_root", str, "", "cgroup v2 directory to inventory (default: the whole hierarchy)",
-              _path_param, lab="cgroup"),
+              params.path, lab="cgroup"),
         Param("cgroup", str, "", "the affected pods' cgroup, for the real connect() probe",
-              _path_param, lab="cgroup"),
+              params.path, lab="cgroup"),
         Param("service", str, "", "the unreachable service, ADDRESS:PORT (default: every service)",
               _service_param, lab="service"),
     )  # fmt: skip

@@ -47,10 +47,6 @@ def transitions(ct: pd.DataFrame | None) -> dict[str, list[str]]:
     return out
 
 
-def _seconds(maximum: float) -> Any:
-    return lambda value, name: params.positive_number(value, name, maximum=maximum)
-
-
 def _reproduce(value: Any, name: str) -> str:
     if value != "lab":
         raise NetlabError(f"parameter {name}: {value!r} must be 'lab' or empty")
@@ -66,8 +62,8 @@ class PacketDrops(Investigation):
         Param("client", str, "", "the client's address (a pod)", params.ip_address, lab="client"),
         Param("server", str, "", "the server's address", params.ip_address, lab="server"),
         Param("server_port", int, 0, "the server's port (0: any)", params.port, lab="server_port"),
-        Param("duration", float, 8.0, "seconds of the capture window", _seconds(3600)),
-        Param("max_events", int, 20000, "drop events kept at most", lambda v, n: params.count(v, n, maximum=10_000_000)),
+        Param("duration", float, 8.0, "seconds of the capture window", params.seconds_up_to(3600)),
+        Param("max_events", int, 20000, "drop events kept at most", params.up_to(10_000_000)),
         Param("pod_netns", str, "", "the client pod's network namespace (for its veth counters)", params.name,
               lab="pod_netns.pod1"),
         Param("uplink", str, "eth0", "the node's uplink interface", params.interface),

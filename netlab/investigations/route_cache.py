@@ -126,10 +126,10 @@ class RouteCache(Investigation):
         Param("pod_ip6", str, "", "a pod's IPv6 address the node probes during the drop trace", params.ip_address,
               lab="pod_ip6"),
         Param("pod_port", int, 8080, "its TCP port", params.port, lab="health_port"),
-        Param("samples", int, 5, "counter samples", lambda v, n: params.count(v, n, maximum=1000)),
-        Param("interval", float, 0.5, "seconds between samples", lambda v, n: params.positive_number(v, n, maximum=60)),
-        Param("duration", float, 5.0, "seconds of the drop trace", lambda v, n: params.positive_number(v, n, maximum=600)),
-        Param("max_events", int, 10000, "drop events kept at most", lambda v, n: params.count(v, n, maximum=1_000_000)),
+        Param("samples", int, 5, "counter samples", params.up_to(1000)),
+        Param("interval", float, 0.5, "seconds between samples", params.seconds_up_to(60)),
+        Param("duration", float, 5.0, "seconds of the drop trace", params.seconds_up_to(600)),
+        Param("max_events", int, 10000, "drop events kept at most", params.up_to(1_000_000)),
     )  # fmt: skip
     steps = ("route_state", "fast_vs_slow", "why_intermittent", "route_drops")
 

@@ -38,14 +38,6 @@ SOCKMAP_NAME = "cilium_sock_ops"
 PLAIN, ACCELERATED = "tcp_recvmsg", "tcp_bpf_recvmsg"
 
 
-def _count(maximum: int) -> Any:
-    return lambda value, name: params.count(value, name, maximum=maximum)
-
-
-def _seconds(maximum: float) -> Any:
-    return lambda value, name: params.positive_number(value, name, maximum=maximum)
-
-
 def _target(value: Any, name: str) -> str:
     return open_target(value).url
 
@@ -68,8 +60,8 @@ class StuckTcp(Investigation):
         Param("pod_ip", str, "", "the pod whose requests hang", params.ip_address, lab="pod_ip", required=True),
         Param("pod_port", int, 8080, "its TCP port", params.port, lab="pod_port"),
         Param("path", str, "/health", "URL path the probes request", _url_path),
-        Param("tries", int, 3, "probes per vantage point", _count(100)),
-        Param("timeout", float, 2.0, "seconds before a probe counts as hung", _seconds(60)),
+        Param("tries", int, 3, "probes per vantage point", params.up_to(100)),
+        Param("timeout", float, 2.0, "seconds before a probe counts as hung", params.seconds_up_to(60)),
         Param("client_ports", str, "", "client ports under suspicion, N or N-M", reach.port_range, lab="client_ports"),
         Param("client_cgroup", str, "", "cgroup v2 directory the node-side probes run in", params.path, lab="cgroup"),
         Param("pod_target", str, "", "the pod's own vantage point (netns://, ssh://)", _target,

@@ -24,7 +24,7 @@ from typing import Any
 from netlab import naming
 from netlab.errors import NetlabError
 from netlab.lab.scenario import Scenario, VerifyResult
-from netlab.lab.topology import destroy_namespaces, kill_netns_processes, owned_namespaces
+from netlab.lab.topology import destroy_namespaces, kill_netns_processes, netns_exists, owned_namespaces
 
 __all__ = [
     "SCENARIOS",
@@ -112,7 +112,7 @@ def up(name: str, *, healthy: bool = False) -> dict[str, Any]:
 
 
 def _intact(scn: Scenario, params: dict[str, Any]) -> bool:
-    if not all(os.path.exists(f"/run/netns/{n}") for n in scn.topology().namespaces()):
+    if not all(map(netns_exists, scn.topology().namespaces())):
         return False
     return not scn.took_effect(params, bool(params.get("healthy")))
 

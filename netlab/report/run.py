@@ -18,7 +18,6 @@ from netlab import params as validate
 from netlab.errors import NetlabError
 from netlab.findings import Findings
 from netlab.investigations import get
-from netlab.investigations.base import Investigation
 from netlab.report.notebook import notebook_error, read_findings
 
 
@@ -49,10 +48,6 @@ def notebooks_dir() -> Path:
 
 def report_templates() -> Path:
     return kit_dir("templates", "NETLAB_TEMPLATES")
-
-
-def investigation(name: str) -> type[Investigation]:
-    return get(name)
 
 
 def parse_parameters(pairs: list[tuple[str, str]] | None) -> dict[str, Any]:
@@ -86,9 +81,9 @@ def run(
     from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
-    info = investigation(name)
+    info = get(name)
     out = validate.output_dir(out, "--out")
-    timeout = validate.seconds(timeout, "--timeout", maximum=86400)
+    timeout = validate.positive_number(timeout, "--timeout", maximum=86400)
     # Every parameter checked before a kernel starts: unknown names, bad values, and
     # required ones a lab does not fill are one-line errors naming the parameter.
     info.parse(info.resolve(target, lab, **(parameters or {}))[1])

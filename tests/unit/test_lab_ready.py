@@ -12,8 +12,15 @@ from netlab.lab.ready import wait_for
 
 
 def test_returns_once_ready() -> None:
+    asked = []
     answers = itertools.chain(["eth0 (DOWN)", "eth0 (DOWN)"], itertools.repeat(""))
-    assert wait_for("links", lambda: next(answers), timeout=5, interval=0.01) >= 0
+
+    def problem() -> str:
+        asked.append(1)
+        return next(answers)
+
+    waited = wait_for("links", problem, timeout=5, interval=0.01)
+    assert len(asked) == 3 and 0.02 <= waited < 5
 
 
 def test_fails_naming_what_is_missing() -> None:

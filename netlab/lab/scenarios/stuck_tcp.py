@@ -17,7 +17,6 @@ stale entry.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -25,7 +24,7 @@ from typing import Any
 
 from netlab import mounts, naming
 from netlab.collectors import reach
-from netlab.decoders import encode, map_layout
+from netlab.decoders import encode, map_layout, parse_map_dump_json
 from netlab.lab.scenario import Scenario, VerifyResult
 from netlab.lab.topology import (
     HEALTH_PORT,
@@ -130,7 +129,7 @@ class StuckTcp(Scenario):
         if names["sockops"] not in attached:
             problems.append(f"the sockops program {names['sockops']} is not attached to {params['cgroup']}")
         out = host.run(["bpftool", "-j", "map", "dump", "pinned", params["sockmap"]], check=False).stdout
-        held = {bytes(int(b, 16) for b in e["key"]).hex() for e in (json.loads(out) if out.strip() else [])}
+        held = {entry.key.hex() for entry in parse_map_dump_json(out)} if out.strip() else set()
         wanted = {stale_key(params["pod_ip"], NODE_V4, port).hex() for port in VICTIM_PORTS}
         if not healthy and not wanted <= held:
             problems.append(
