@@ -3,11 +3,14 @@
 Probes remove themselves in ``finally`` blocks; this sweep handles what survives a
 ``kill -9`` of their process (a restarted or killed Jupyter kernel): tracefs instances,
 iterator pins and kprobe events named ``<prefix>_<kind>_<pid>`` whose pid is dead. With
-``everything`` it also removes live ones and tears the lab down.
+``everything`` it also removes live ones and tears the lab down. :func:`leftovers`
+lists, by name, everything of netlab's still on a node: what tests assert empty after
+each scenario and at the end of the suite.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 
 from netlab import mounts, naming
@@ -82,6 +85,33 @@ def _all_owned(target: Target, sub: str) -> list[str]:
     except NetlabError:
         return []
     return _list(target, f"{base}/{sub}")
+
+
+def leftovers(target: Target | None = None) -> list[str]:
+    """Everything on the node named with netlab's prefix, live or orphaned: network
+    namespaces, BPF programs and pins, cgroups, tracefs instances, kprobe events, lab
+    processes and private notebook-kernel directories."""
+    host = (target or LocalTarget()).host()
+    found = [f"netns {n.rsplit('/', 1)[-1]}" for n in _list(host, "/run/netns")]
+    progs = host.run(["bpftool", "-j", "prog", "show"], check=False)
+    if progs.ok:
+        found += [f"prog {x['id']} {x.get('name')}" for x in json.loads(progs.stdout or "[]")
+                  if naming.owned(x.get("name", ""))]  # fmt: skip
+    pins = host.run(["find", mounts.BPFFS, "-name", f"{naming.PREFIX}*"], check=False).stdout.split()
+    found += [f"pin {p}" for p in pins]
+    for base in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        found += [f"cgroup {c}" for c in _list(host, base)]
+    found += [f"tracefs {i}" for i in _all_owned(host, "instances")]
+    found += [f"kprobe {e}" for e in _kprobe_orphans(host, everything=True)]
+    for pid in host.run(["pgrep", "-f", r"python.* -m netlab\.lab\.[a-z]"], check=False).stdout.split():
+        netns = host.run(["ip", "netns", "identify", pid], check=False).stdout.strip()
+        # Lab processes of a parallel run with another prefix are not ours.
+        if not netns or naming.owned(netns):
+            found.append(f"process {pid} (netns {netns or 'none'})")
+    runtime = naming.runtime_base()
+    if isinstance(host, LocalTarget) and runtime.is_dir():
+        found += [f"runtime {e}" for e in runtime.glob(f"{naming.PREFIX}_kernel_*")]
+    return found
 
 
 def sweep_everything() -> list[str]:

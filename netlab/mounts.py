@@ -7,6 +7,7 @@ mount itself; mounting a pseudo file system is not a change to the node's networ
 
 from __future__ import annotations
 
+from netlab.capability import Check, Node, capability
 from netlab.errors import CapabilityMissing, NetlabError
 from netlab.targets import Target
 
@@ -74,3 +75,28 @@ def require_cgroup2_dir(target: Target, path: str, param: str) -> None:
     if not found.ok or kind != "cgroup2fs":
         seen = kind or "missing"
         raise NetlabError(f"parameter {param}: {path} is not a cgroup v2 directory ({seen})")
+
+
+# --- capabilities --------------------------------------------------------------------
+@capability("tracefs")
+def TRACEFS(target: Target, node: Node) -> Check:
+    try:
+        return Check("tracefs", True, tracefs(target.host()))
+    except NetlabError as exc:
+        return Check("tracefs", False, exc.message)
+
+
+@capability("bpffs")
+def BPFFS_MOUNT(target: Target, node: Node) -> Check:
+    try:
+        return Check("bpffs", True, bpffs(target.host()))
+    except NetlabError as exc:
+        return Check("bpffs", False, exc.message)
+
+
+@capability("cgroup2")
+def CGROUP2(target: Target, node: Node) -> Check:
+    try:
+        return Check("cgroup2", True, cgroup2(target.host()))
+    except NetlabError as exc:
+        return Check("cgroup2", False, exc.message)

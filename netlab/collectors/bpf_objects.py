@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from netlab.capability import Check, Mechanism, Node, capability, command
 from netlab.decoders import MapEntry, parse_map_dump_json
 from netlab.decoders.bpftool_show import HOOK_NAMES, cgroups_from_json, maps_from_json, programs_from_json
+from netlab.errors import NetlabError
 from netlab.targets import Target
 
 __all__ = ["HOOK_NAMES", "cgroup_attachments", "dump", "maps", "programs"]
@@ -48,3 +50,22 @@ def dump(target: Target, map_id: int, *, timeout: float = 60) -> list[MapEntry]:
     """All entries of map ``map_id`` (``bpftool -j map dump``)."""
     result = target.host().run(["bpftool", "-j", "map", "dump", "id", str(int(map_id))], timeout=timeout)
     return parse_map_dump_json(result.stdout)
+
+
+# --- capabilities and mechanisms -------------------------------------------------------
+BPFTOOL = command("bpftool", ["bpftool", "version"], "bpftool is missing")
+
+
+@capability("bpftool_json", requires=[BPFTOOL])
+def BPFTOOL_JSON(target: Target, node: Node) -> Check:
+    try:
+        data = target.host().run_json(["bpftool", "-j", "prog", "show"])
+    except NetlabError as exc:
+        return Check("bpftool_json", False, exc.message)
+    return Check(
+        "bpftool_json", isinstance(data, list), f"`bpftool -j prog show` listed {len(data or [])} programs"
+    )
+
+
+LISTING = Mechanism("bpftool -j prog / map / cgroup tree (JSON)", (BPFTOOL_JSON,))
+MAP_DUMP = Mechanism("bpftool -j map dump (JSON)", (BPFTOOL_JSON,))

@@ -8,6 +8,7 @@ import re
 import pandas as pd
 
 from netlab import params
+from netlab.capability import Check, Mechanism, Node, capability
 from netlab.decoders.damage import Damage, strict
 from netlab.decoders.paste import is_elision
 from netlab.errors import DecodeError
@@ -190,3 +191,20 @@ def events(target: Target, seconds: float, *, proto: str = "tcp", address: str |
     ]
     result = target.run(argv, timeout=seconds + 10, check=False)
     return parse(result.stdout)
+
+
+# --- capability and mechanism ----------------------------------------------------------
+@capability("conntrack")
+def CONNTRACK(target: Target, node: Node) -> Check:
+    version = target.run(["conntrack", "--version"], check=False)
+    if not version.ok:
+        return Check("conntrack", False, "conntrack tool missing")
+    count = target.run(["conntrack", "-C"], check=False)
+    if not count.ok:
+        return Check("conntrack", False, f"conntrack netlink: {count.brief_error()}")
+    return Check(
+        "conntrack", True, f"{version.stdout.strip()}; netlink answers ({count.stdout.strip()} entries)"
+    )
+
+
+EVENTS = Mechanism("conntrack -E -o timestamp (netlink events), bounded by the window", (CONNTRACK,))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from netlab.capability import Mechanism, command
 from netlab.errors import DecodeError
 from netlab.targets import Target
 
@@ -48,3 +49,8 @@ def delta(before: pd.DataFrame, after: pd.DataFrame, key: list[str]) -> pd.DataF
         if column not in key and pd.api.types.is_numeric_dtype(after[column]):
             merged[column] = merged[column] - merged[f"{column}_before"].fillna(0)
     return merged[list(after.columns)]
+
+
+# --- capability and mechanism ----------------------------------------------------------
+IP = command("ip", ["ip", "-V"], "ip (iproute2) is missing")
+LINK_COUNTERS = Mechanism("ip -s -j link and /proc/net/snmp in each namespace, before and after", (IP,))

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from netlab.capability import Check, Mechanism, Node, capability
 from netlab.decoders.damage import Damage, strict
 from netlab.decoders.paste import is_elision
 from netlab.errors import DecodeError
@@ -145,3 +146,22 @@ def counter_deltas(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     merged["packets_delta"] = merged["packets"] - merged["packets_before"].fillna(0).astype("int64")
     merged["bytes_delta"] = merged["bytes"] - merged["bytes_before"].fillna(0).astype("int64")
     return merged.drop(columns=["packets_before", "bytes_before"])
+
+
+# --- capability ----------------------------------------------------------------------
+@capability("iptables")
+def IPTABLES(target: Target, node: Node) -> Check:
+    result = target.run(["iptables", "-V"], check=False)
+    if not result.ok:
+        return Check("iptables", False, result.brief_error())
+    version = result.stdout.strip()
+    backend = "nft" if "nf_tables" in version else "legacy"
+    save = target.run(["iptables-save", "-t", "filter"], check=False)
+    if not save.ok:
+        return Check("iptables", False, f"{version}: iptables-save failed: {save.brief_error()}")
+    legacy = target.run(["iptables-legacy-save"], check=False)
+    also = " (legacy tables also readable)" if legacy.ok and backend == "nft" else ""
+    return Check("iptables", True, f"{version}; backend {backend}{also}")
+
+
+SAVE_COUNTERS = Mechanism("iptables-save -c before and after the window (counter deltas)", (IPTABLES,))

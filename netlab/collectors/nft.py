@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from netlab.capability import Check, Mechanism, Node, capability
 from netlab.errors import DecodeError
 from netlab.targets import Target
 
@@ -112,3 +113,13 @@ def parse_ruleset(text: str) -> pd.DataFrame:
 
 def ruleset(target: Target) -> pd.DataFrame:
     return parse_ruleset(target.run(["nft", "-j", "list", "ruleset"]).stdout)
+
+
+# --- capability ----------------------------------------------------------------------
+@capability("nft")
+def NFT(target: Target, node: Node) -> Check:
+    result = target.run(["nft", "-j", "list", "tables"], check=False)
+    return Check("nft", result.ok, "nft -j list tables answers" if result.ok else result.brief_error())
+
+
+RULESET = Mechanism("nft -j list ruleset before and after the window (counter deltas)", (NFT,))

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from netlab import params
+from netlab.capability import Mechanism, command
 from netlab.errors import NetlabError
 from netlab.targets import Target
 
@@ -136,3 +137,9 @@ class HeldRequest:
 
     def __exit__(self, *exc: object) -> None:
         self._thread.join(timeout=float(self.kwargs["timeout"] or 0) + 10)
+
+
+# --- capabilities and mechanism --------------------------------------------------------
+CURL = command("curl", ["curl", "--version"], "curl is missing")
+PING = command("ping", ["ping", "-V"], "ping (iputils) is missing")
+PROBES = Mechanism("ping and curl (connect + HTTP) from each vantage point", (PING, CURL))

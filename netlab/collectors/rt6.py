@@ -7,6 +7,7 @@ import re
 
 import pandas as pd
 
+from netlab.capability import Check, Mechanism, Node, capability
 from netlab.decoders.damage import Damage, strict
 from netlab.errors import DecodeError
 from netlab.targets import Target
@@ -84,3 +85,13 @@ def table(targets: dict[str, Target]) -> pd.DataFrame:
         row["headroom_to_max_size"] = int(row.get("max_size", 0)) - dst  # type: ignore[call-overload]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --- capability and mechanism ----------------------------------------------------------
+@capability("rt6_stats")
+def RT6_STATS(target: Target, node: Node) -> Check:
+    text = target.try_read_text("/proc/net/rt6_stats")
+    return Check("rt6_stats", bool(text), "/proc/net/rt6_stats readable" if text else "no IPv6 route stats")
+
+
+PROC = Mechanism("/proc/net/rt6_stats and /proc/sys/net/ipv6/route/* read in each namespace", (RT6_STATS,))

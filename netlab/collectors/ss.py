@@ -17,6 +17,7 @@ import re
 import pandas as pd
 
 from netlab import params
+from netlab.capability import Mechanism, command
 from netlab.decoders.damage import Damage, strict
 from netlab.decoders.paste import command_of, is_elision
 from netlab.errors import DecodeError
@@ -177,3 +178,8 @@ def sockets(target: Target, *, peer: str | None = None, peer_port: int | None = 
     if conditions:
         argv += " and ".join(conditions).split()
     return parse(target.run(argv).stdout)
+
+
+# --- capability and mechanism ----------------------------------------------------------
+SS = command("ss", ["ss", "-V"], "ss (iproute2) is missing")
+SOCK_DIAG = Mechanism("ss -tine (sock_diag netlink)", (SS,))

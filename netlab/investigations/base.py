@@ -5,9 +5,11 @@ An investigation is a class that declares, once:
 - ``params``: its parameters (:class:`Param`: type, default, help, validation, and where a
   lab scenario's saved parameters hold the value). The notebook's parameters cell, the
   form, ``netlab run NAME --help`` and the unknown-parameter check all follow it;
-- ``steps``: the names of its step methods, in order. Each step collects from the node,
-  records the mechanism it used (:meth:`Investigation.used`) and stores its result once,
-  in :attr:`Investigation.results`;
+- ``steps``: its :class:`~netlab.capability.Step` declarations, in order: each names its
+  method and its mechanisms in order of preference. A step starts with
+  :meth:`Investigation.mechanism`, which picks the first mechanism that can run on this
+  node (probed, never assumed) and records it, or records why none can; it stores its
+  result once, in :attr:`Investigation.results`;
 - ``decide(evidence)``: a static, pure function from the collected :class:`Evidence` to
   :class:`Findings`. It reads nothing else, so recorded evidence replays into it
   without root (``tests/data/evidence``).
@@ -28,6 +30,7 @@ from typing import Any, ClassVar, TypeVar
 
 import pandas as pd
 
+from netlab.capability import Mechanism, Node, Step, masked_from_env
 from netlab.errors import NetlabError
 from netlab.findings import INCONCLUSIVE, Findings
 from netlab.findings import Evidence as Shown
@@ -209,7 +212,7 @@ class Investigation:
     notebook: ClassVar[str] = ""  # the notebook file shipped with netlab
     scenario: ClassVar[str] = ""  # the lab scenario that reproduces it
     params: ClassVar[tuple[Param, ...]] = ()
-    steps: ClassVar[tuple[str, ...]] = ()
+    steps: ClassVar[tuple[Step, ...]] = ()
 
     def __init__(self, target: str | Target = "local", **values: Any):
         self.target = open_target(target)
@@ -217,6 +220,8 @@ class Investigation:
         self.mechanisms: dict[str, str] = {}
         self.evidence_items: list[Shown] = []
         self.results: dict[str, Any] = {}
+        # What this node can do, probed on first need and remembered for the run.
+        self.node = Node(self.target, masked=masked_from_env())
         # What makes the traffic during a capture window: a lab scenario's reproduction
         # (set by ``start``), or nothing and the user reproduces by hand.
         self.during: Callable[[], Any] | None = None
@@ -307,8 +312,26 @@ class Investigation:
     def run(self) -> Findings:
         """Every step in order, then the verdict."""
         for step in self.steps:
-            getattr(self, step)()
+            getattr(self, step.method)()
         return self.verdict()
+
+    @classmethod
+    def step(cls, method: str) -> Step:
+        for step in cls.steps:
+            if step.method == method:
+                return step
+        raise KeyError(method)
+
+    def mechanism(self, method: str) -> Mechanism | None:
+        """The mechanism step ``method`` uses on this node, recorded; or None, with the
+        reason recorded, when none of its mechanisms can run here."""
+        step = self.step(method)
+        chosen, why = step.choose(self.node)
+        if chosen is None:
+            self.skipped(step.title, f"no mechanism can run here: {why}")
+        else:
+            self.used(step.title, why)
+        return chosen
 
     def used(self, step: str, mechanism: str) -> None:
         self.mechanisms[step] = mechanism

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from netlab import mounts, params
+from netlab.capability import Mechanism, Step, command
 from netlab.collectors import bpf_objects
 from netlab.decoders import decode_lb_backends, decode_lb_services, lb_service_table
 from netlab.errors import NetlabError
@@ -33,6 +34,13 @@ from netlab.targets import Target
 VERDICT = "stale-cgroup-program"
 SERVICE_MAPS = ("cilium_lb4_serv", "cilium_lb4_services")
 BACKEND_MAPS = ("cilium_lb4_back", "cilium_lb4_backends")
+
+# The walk is computed from what the inventory and the map dumps already read.
+WALK = Mechanism("program order from the cgroup tree, each copy's decoded maps", (bpf_objects.BPFTOOL_JSON,))
+# One real connect(): connect_dest's source, run by the node's python3 inside the cgroup.
+PYTHON3 = command("python3", ["python3", "--version"], "python3 is missing on the node")
+REAL_CONNECT = Mechanism("a probe process (python3) joins the cgroup, connects once and exits",
+                         (PYTHON3, mounts.CGROUP2))  # fmt: skip
 
 
 def parse_service(value: str, param: str = "service") -> tuple[str, int]:
@@ -62,7 +70,13 @@ class CgroupProgs(Investigation):
         Param("service", str, "", "the unreachable service, ADDRESS:PORT (default: every service)",
               _service_param, lab="service"),
     )  # fmt: skip
-    steps = ("inventory", "duplicate_maps", "lb_maps", "connect_walk")
+    steps = (
+        Step("inventory", "inventory", (bpf_objects.LISTING,)),
+        Step("duplicate_maps", "duplicate maps", (bpf_objects.LISTING,)),
+        Step("lb_maps", "lb maps", (bpf_objects.MAP_DUMP,)),
+        Step("connect_walk", "connect walk", (WALK,)),
+        Step("real_connect", "real connect", (REAL_CONNECT,)),
+    )
 
     def prepare(self) -> None:
         v = self.values
@@ -80,11 +94,12 @@ class CgroupProgs(Investigation):
     # --- step 1 ------------------------------------------------------------------
     def inventory(self) -> pd.DataFrame:
         """Every cgroup's BPF programs per hook in run order, with the maps they use."""
+        if self.mechanism("inventory") is None:
+            return pd.DataFrame()
         host = self.target.host()
         self._progs = bpf_objects.programs(host)
         self._maps = bpf_objects.maps(host)
         self._attached = bpf_objects.cgroup_attachments(host, self.cgroup_root)
-        self.used("inventory", "bpftool -j cgroup tree / prog show / map show")
         names = dict(zip(self._maps["map_id"], self._maps["name"], strict=False))
         frame = self._attached.merge(
             self._progs[["prog_id", "tag", "loaded_at", "map_ids", "pinned"]], on="prog_id", how="left"
@@ -105,7 +120,8 @@ class CgroupProgs(Investigation):
         """Maps sharing a name: who uses each copy, which copy is pinned."""
         if self._maps is None:
             self.inventory()
-        assert self._maps is not None and self._progs is not None
+        if self._maps is None or self._progs is None or self.mechanism("duplicate_maps") is None:
+            return pd.DataFrame()
         users: dict[int, list[str]] = {}
         for _, p in self._progs.iterrows():
             for map_id in p["map_ids"]:
@@ -154,6 +170,8 @@ class CgroupProgs(Investigation):
 
     def lb_maps(self) -> pd.DataFrame:
         """Every copy of the service and backend maps, decoded, and where copies differ."""
+        if self.mechanism("lb_maps") is None:
+            return pd.DataFrame()
         tables = self._program_tables()
         if not tables:
             self.skipped("lb maps", "no program uses a Cilium lb4 service map")
@@ -176,7 +194,9 @@ class CgroupProgs(Investigation):
     # --- step 4 ------------------------------------------------------------------
     def connect_walk(self) -> pd.DataFrame:
         """For the service(s), what each connect4 program in run order rewrites them to,
-        compared with the pinned (agent-managed) map; then one real connect()."""
+        compared with the pinned (agent-managed) map."""
+        if self.mechanism("connect_walk") is None:
+            return pd.DataFrame()
         tables = self._program_tables()
         attached = self.results.get("inventory")
         if attached is None:
@@ -211,18 +231,21 @@ class CgroupProgs(Investigation):
         frame = pd.DataFrame(rows)
         if len(frame):
             frame["map_id"] = frame["map_id"].astype("Int64")
-        self.used("connect walk", "program order from the cgroup tree, each copy's decoded maps")
         self.results["walk"] = frame
         if len(frame):
             self.evidence("what connect() does, program by program", frame)
-        self._try_connect(frame)
         return frame
 
-    def _try_connect(self, walk: pd.DataFrame) -> None:
+    # --- step 5 ------------------------------------------------------------------
+    def real_connect(self) -> pd.DataFrame:
+        """One real connect() from the cgroup: where the kernel actually sends it."""
+        walk = self.results.get("walk", pd.DataFrame())
         cgroup = self.cgroup or (str(walk["cgroup"].iloc[0]) if len(walk) else "")
         if not cgroup or not self.service:
             self.skipped("real connect", "needs parameters cgroup and service")
-            return
+            return pd.DataFrame()
+        if self.mechanism("real_connect") is None:
+            return pd.DataFrame()
         code = inspect.getsource(connect_dest)
         address, port = self.service
         result = self.target.run(
@@ -230,14 +253,15 @@ class CgroupProgs(Investigation):
         )
         if not result.ok:
             self.skipped("real connect", f"probe failed: {result.brief_error()}")
-            return
+            return pd.DataFrame()
         seen = json.loads(result.stdout)
-        self.used("real connect", f"a probe process joined {cgroup}, connected once and exited")
+        self.used("real connect", f"a probe process (python3) joined {cgroup}, connected once and exited")
         self.results["actual"] = seen
         self.evidence("a real connect() from the cgroup", [seen],
                       "actual is the destination the kernel chose after every connect4 program ran")  # fmt: skip
+        return pd.DataFrame([seen])
 
-    # --- step 5 ------------------------------------------------------------------
+    # --- verdict -----------------------------------------------------------------
     @staticmethod
     def decide(evidence: Evidence) -> Findings:
         results = evidence.results

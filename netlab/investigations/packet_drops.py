@@ -23,6 +23,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from netlab import params
+from netlab.capability import Mechanism, Step
 from netlab.collectors import conntrack, counters, iptables, nft
 from netlab.errors import NetlabError
 from netlab.findings import HEALTHY, Findings
@@ -31,6 +32,8 @@ from netlab.probes import drops
 from netlab.targets import NetnsTarget, Target
 
 VERDICT = "netfilter-drop"
+# The window itself needs nothing: it runs whatever the other steps can collect here.
+WINDOW = Mechanism("one bounded window: counters and rule sets before and after, drops and conntrack during")
 
 
 def transitions(ct: pd.DataFrame | None) -> dict[str, list[str]]:
@@ -71,7 +74,13 @@ class PacketDrops(Investigation):
         Param("reproduce", str, "", "'lab': run the lab scenario's client during the window", _reproduce,
               lab="reproduce"),
     )  # fmt: skip
-    steps = ("capture", "path_counters", "drop_points", "netfilter_rule", "conntrack_timeline")
+    steps = (
+        Step("capture", "window", (WINDOW,)),
+        Step("path_counters", "along the path", (counters.LINK_COUNTERS,)),
+        Step("drop_points", "drop points", (drops.KFREE_SKB,)),
+        Step("netfilter_rule", "netfilter rules", (iptables.SAVE_COUNTERS, nft.RULESET)),
+        Step("conntrack_timeline", "conntrack", (conntrack.EVENTS,)),
+    )
 
     def prepare(self) -> None:
         v = self.values
@@ -85,6 +94,12 @@ class PacketDrops(Investigation):
     def capture(self) -> pd.DataFrame:
         """The reproduction window: counters before, drop trace and conntrack events
         during (while the lab's client runs, in the lab), counters after."""
+        if self.values["reproduce"] == "lab" and self.during is None:
+            raise NetlabError("parameter reproduce: 'lab' needs a running lab scenario (the lab parameter)")
+        self.mechanism("capture")
+        # What this node can collect, chosen once for the window and recorded per step.
+        self._chosen = {m: self.mechanism(m) for m in ("path_counters", "drop_points", "netfilter_rule",
+                                                       "conntrack_timeline")}  # fmt: skip
         node = self.target
         before = self._sample()
         events: dict[str, pd.DataFrame] = {}
@@ -93,11 +108,18 @@ class PacketDrops(Investigation):
             events["ct"] = conntrack.events(node, self.duration, port=self.server_port or None)
 
         ct_thread = threading.Thread(target=watch_conntrack, daemon=True)
-        ct_thread.start()
-        if self.values["reproduce"] == "lab" and self.during is None:
-            raise NetlabError("parameter reproduce: 'lab' needs a running lab scenario (the lab parameter)")
-        trace = drops.trace(node, self.duration, max_events=self.max_events, during=self.during)
-        ct_thread.join(timeout=self.duration + 15)
+        if self._chosen["conntrack_timeline"] is not None:
+            ct_thread.start()
+        if self._chosen["drop_points"] is not None:
+            trace = drops.trace(node, self.duration, max_events=self.max_events, during=self.during)
+            self.results["drops"] = trace.summary
+            self.used("drop points", trace.mechanism)
+            outcome, dropped, capped = trace.during, int((trace.events["kind"] == "drop").sum()), trace.capped
+        else:
+            trace, dropped, capped = None, None, False
+            outcome = self.during() if self.during is not None else None
+        if ct_thread.is_alive():
+            ct_thread.join(timeout=self.duration + 15)
         after = self._sample()
         self._window = {
             "before": before,
@@ -105,25 +127,25 @@ class PacketDrops(Investigation):
             "trace": trace,
             "ct": events.get("ct", pd.DataFrame()),
         }
-        self.results["drops"] = trace.summary
-        self.used("drop points", trace.mechanism)
-        self.used("conntrack", "conntrack -E -o timestamp (netlink events), bounded by the window")
-        self.used(
-            "netfilter rules",
-            "iptables-save -c and nft -j list ruleset before and after the window (counter deltas)",
-        )
-        self.used("along the path", "ip -s -j link and /proc/net/snmp in each namespace, before and after")
-        summary = {"window_s": self.duration, "drop_events": int((trace.events["kind"] == "drop").sum()),
-                   "capped": trace.capped, "reproduction": str(trace.during) if trace.during is not None else "none"}  # fmt: skip
+        summary = {"window_s": self.duration, "drop_events": dropped, "capped": capped,
+                   "reproduction": str(outcome) if outcome is not None else "none"}  # fmt: skip
         self.results["window"] = pd.DataFrame([summary])
         return self.results["window"]
 
     def _sample(self) -> dict[str, pd.DataFrame]:
-        links = [counters.links(self.target, "node")]
-        if self.pod is not None:
-            links.append(counters.links(self.pod, "pod"))
-        return {"links": pd.concat(links, ignore_index=True), "snmp": counters.snmp(self.target),
-                "rules": iptables.rules(self.target), "nft": nft.ruleset(self.target)}  # fmt: skip
+        sample: dict[str, pd.DataFrame] = {}
+        if self._chosen["path_counters"] is not None:
+            links = [counters.links(self.target, "node")]
+            if self.pod is not None:
+                links.append(counters.links(self.pod, "pod"))
+            sample["links"] = pd.concat(links, ignore_index=True)
+            sample["snmp"] = counters.snmp(self.target)
+        if self._chosen["netfilter_rule"] is iptables.SAVE_COUNTERS:
+            sample["rules"] = iptables.rules(self.target)
+        # Native nftables rules (not written by iptables-nft) only show in the nft view.
+        if self._chosen["netfilter_rule"] is not None and self.node.ok(nft.NFT):
+            sample["nft"] = nft.ruleset(self.target)
+        return sample
 
     def _need_window(self) -> None:
         if not self._window:
@@ -133,6 +155,8 @@ class PacketDrops(Investigation):
     def path_counters(self) -> pd.DataFrame:
         """Per-hop packet counts over the window: where the counts diverge."""
         self._need_window()
+        if "links" not in self._window["before"]:
+            return pd.DataFrame()
         b, a = self._window["before"]["links"], self._window["after"]["links"]
         d = counters.delta(b, a, ["where", "interface"])
         hops = {
@@ -156,33 +180,51 @@ class PacketDrops(Investigation):
     def drop_points(self) -> pd.DataFrame:
         """Drops by (reason, location, stack), most frequent first."""
         self._need_window()
-        trace: drops.DropTrace = self._window["trace"]
+        trace: drops.DropTrace | None = self._window["trace"]
+        if trace is None:
+            return pd.DataFrame()
         self.evidence("drop points (skb:kfree_skb)", trace.summary, "; ".join(trace.notes) or trace.mechanism)
         return trace.summary
 
     def drop_chart(self) -> go.Figure:
         self._need_window()
-        summary = self._window["trace"].summary
-        if summary.empty:
+        trace = self._window["trace"]
+        if trace is None or trace.summary.empty:
             return go.Figure().update_layout(title="no drops in the window")
-        return px.bar(summary, x="count", y="location", color="reason", orientation="h",
+        return px.bar(trace.summary, x="count", y="location", color="reason", orientation="h",
                       title="drops by location and reason", hover_data=["stack"])  # fmt: skip
 
     def netfilter_rule(self) -> pd.DataFrame:
         """Rules whose counters moved during the window; REJECT/DROP rules first."""
         self._need_window()
-        d = iptables.counter_deltas(self._window["before"]["rules"], self._window["after"]["rules"])
-        moved = d[d["packets_delta"] > 0].copy()
+        before, after = self._window["before"], self._window["after"]
+        nft_moved = pd.DataFrame()
+        if "nft" in after:
+            key = ["family", "table", "chain", "handle"]
+            nft_moved = after["nft"].merge(
+                before["nft"][key + ["packets"]], on=key, how="left", suffixes=("", "_before")
+            )
+            nft_moved["packets_delta"] = nft_moved["packets"].fillna(0) - nft_moved["packets_before"].fillna(
+                0
+            )
+            nft_moved = nft_moved[nft_moved["packets_delta"] > 0]
+        # Native nftables rules: those iptables-nft did not write (it leaves xt matches).
+        native = (
+            nft_moved[~nft_moved["rule"].str.contains("xt ", regex=False)] if len(nft_moved) else nft_moved
+        )
+        if "nft" in after:
+            self.results["nft_moved"] = native
+        if "rules" in after:
+            d = iptables.counter_deltas(before["rules"], after["rules"])
+            moved = d[d["packets_delta"] > 0].copy()
+        elif "nft" in after:
+            # Without iptables the nft view stands in, every rule of it: verdict as target.
+            moved = nft_moved.assign(target=nft_moved["verdict"].str.upper())
+        else:
+            return pd.DataFrame()
         moved["verdict_rule"] = moved["target"].isin(["REJECT", "DROP"])
         moved = moved.sort_values(["verdict_rule", "packets_delta"], ascending=False)
         self.results["rules_moved"] = moved
-        # Native nftables rules (not written by iptables-nft) only show in the nft view.
-        before, after = self._window["before"]["nft"], self._window["after"]["nft"]
-        key = ["family", "table", "chain", "handle"]
-        native = after.merge(before[key + ["packets"]], on=key, how="left", suffixes=("", "_before"))
-        native["packets_delta"] = native["packets"].fillna(0) - native["packets_before"].fillna(0)
-        native = native[(native["packets_delta"] > 0) & ~native["rule"].str.contains("xt ", regex=False)]
-        self.results["nft_moved"] = native
         if len(native):
             self.evidence(
                 "native nftables rules whose counters moved", native.drop(columns=["packets_before"])

@@ -26,6 +26,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from netlab import params
+from netlab.capability import Mechanism, Step
 from netlab.collectors import reach, rt6
 from netlab.findings import HEALTHY, Findings
 from netlab.investigations.base import LIKELY, NOTHING, WORTH_A_LOOK, Evidence, Investigation, Param, Signal
@@ -34,6 +35,8 @@ from netlab.targets import Target, open_target
 
 OVER_MAX_SIZE = "route-cache-over-max-size"
 SKEW = "percpu-counter-skew"
+# Read on the node: its kernel release and CPU count, which set the batch and the worst gap.
+KERNEL_RULES = Mechanism("the kernel's percpu_counter batch rule for its release and CPU count")
 # Drop reasons of IPv6 route lookups that found no route (ip6_pkt_discard and friends).
 ROUTE_DROP_REASONS = (
     "IP_INNOROUTES",
@@ -131,7 +134,12 @@ class RouteCache(Investigation):
         Param("duration", float, 5.0, "seconds of the drop trace", params.seconds_up_to(600)),
         Param("max_events", int, 10000, "drop events kept at most", params.up_to(1_000_000)),
     )  # fmt: skip
-    steps = ("route_state", "fast_vs_slow", "why_intermittent", "route_drops")
+    steps = (
+        Step("route_state", "rt6_stats", (rt6.PROC,)),
+        Step("fast_vs_slow", "percpu fast vs slow", (dst_counter.ITERATOR,)),
+        Step("why_intermittent", "why intermittent", (KERNEL_RULES,)),
+        Step("route_drops", "ip6 route drops", (drops.KFREE_SKB,)),
+    )
 
     def prepare(self) -> None:
         v = self.values
@@ -142,14 +150,17 @@ class RouteCache(Investigation):
 
     def route_state(self) -> pd.DataFrame:
         """rt6_stats with every column named, and the route sysctls, per namespace."""
+        if self.mechanism("route_state") is None:
+            return pd.DataFrame()
         frame = rt6.table({"node": self.target, **self.pods})
         self.results["state"] = frame
-        self.used("rt6_stats", "/proc/net/rt6_stats and /proc/sys/net/ipv6/route/* read in each namespace")
         self.evidence("route cache per namespace", frame, "dst_entries is column 6, the exact (slow) count")
         return frame
 
     def fast_vs_slow(self) -> pd.DataFrame:
         """The node's dst counter sampled ``samples`` times: fast, slow and their gap."""
+        if self.mechanism("fast_vs_slow") is None:
+            return pd.DataFrame()
         rows = []
         start = time.monotonic()
         counter = None
@@ -163,7 +174,7 @@ class RouteCache(Investigation):
         assert counter is not None
         self.results["counter"] = frame
         self.results["counter_note"] = counter.note
-        self.used("percpu fast vs slow", f"BPF task iterator (CO-RE) for the shared count; {counter.note}")
+        self.used("percpu fast vs slow", f"{dst_counter.ITERATOR.name}; {counter.note}")
         self.evidence("dst counter: fast vs slow", frame, counter.note)
         return frame
 
@@ -176,6 +187,7 @@ class RouteCache(Investigation):
 
     def why_intermittent(self) -> pd.DataFrame:
         """The batch this kernel uses and the worst-case fast/slow gap on this host."""
+        self.mechanism("why_intermittent")
         release = self.kernel()
         cpus = int(self.target.run(["nproc", "--all"]).stdout.strip() or 1)
         rules = kernel_rules(release, cpus)
@@ -198,6 +210,8 @@ class RouteCache(Investigation):
 
     def route_drops(self) -> pd.DataFrame:
         """IPv6 no-route drops during a bounded trace while the node probes its pod."""
+        if self.mechanism("route_drops") is None:
+            return pd.DataFrame()
         during = None
         if self.pod_ip6:
 

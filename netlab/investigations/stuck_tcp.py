@@ -24,7 +24,8 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from netlab import doctor, mounts, params
+from netlab import mounts, params
+from netlab.capability import Mechanism, Step
 from netlab.collectors import bpf_objects, reach, ss
 from netlab.decoders import bpftool_map_delete_argv, decode_sockmap, detect_layout, sockmap_entries_per_ip
 from netlab.errors import NetlabError
@@ -34,6 +35,10 @@ from netlab.probes import tcp_sockets
 from netlab.targets import Target, open_target
 
 VERDICT = "stale-sockmap-entry"
+# Map entries joined with live sockets by cookie (ss prints each socket's as sk:<hex>).
+STALE_JOIN = Mechanism(
+    "map cookies joined with live sockets (ss -tine, sk:<cookie>) and their 5-tuples", (ss.SS,)
+)
 SOCKMAP_NAME = "cilium_sock_ops"
 PLAIN, ACCELERATED = "tcp_recvmsg", "tcp_bpf_recvmsg"
 
@@ -73,7 +78,13 @@ class StuckTcp(Investigation):
         Param("hold_path", str, "", "a slow URL path that keeps a flow open while it is read (default: path)",
               _url_path, lab="hold_path"),
     )  # fmt: skip
-    steps = ("scope", "socket_counters", "receive_paths", "sockmap_entries", "stale_entries")
+    steps = (
+        Step("scope", "scope", (reach.PROBES,)),
+        Step("socket_counters", "socket counters", (ss.SOCK_DIAG,)),
+        Step("receive_paths", "recvmsg handler per socket", (tcp_sockets.ITERATOR,)),
+        Step("sockmap_entries", "sockmap dump", (bpf_objects.MAP_DUMP,)),
+        Step("stale_entries", "stale entries", (STALE_JOIN,)),
+    )
 
     def prepare(self) -> None:
         v = self.values
@@ -96,6 +107,8 @@ class StuckTcp(Investigation):
     # --- 1. scope ------------------------------------------------------------------
     def scope(self) -> pd.DataFrame:
         """ping, TCP connect and HTTP from each vantage point, ``tries`` times each."""
+        if self.mechanism("scope") is None:
+            return pd.DataFrame()
         vantages: list[tuple[str, Target, str | None]] = [("node -> pod", self.target, self.cgroup)]
         if self.peer is not None:
             vantages.append(("pod -> pod (same node)", self.peer, None))
@@ -116,7 +129,6 @@ class StuckTcp(Investigation):
             failures=("detail", lambda d: "; ".join(sorted({x for x, ok in zip(d, raw.loc[d.index, "ok"], strict=False) if not ok}))),
         ).reset_index()  # fmt: skip
         self.results["scope"] = matrix
-        self.used("scope", "ping and curl (connect + HTTP) from each vantage point")
         self.evidence("probe matrix: success rate per vantage point", matrix,
                       "only node -> local pod failing points at the sockmap acceleration")  # fmt: skip
         return matrix
@@ -132,6 +144,8 @@ class StuckTcp(Investigation):
     # --- 2. counters -------------------------------------------------------------
     def socket_counters(self) -> pd.DataFrame:
         """The flow's socket on the node, sampled twice while a request is in flight."""
+        if self.mechanism("socket_counters") is None:
+            return pd.DataFrame()
         samples = []
         with reach.HeldRequest(self.target, self.pod_ip, self.pod_port, self.hold_path, seconds=max(4.0, self.timeout + 1),
                                local_port=self.client_ports, cgroup=self.cgroup):  # fmt: skip
@@ -151,7 +165,7 @@ class StuckTcp(Investigation):
         )
         frame = frame.assign(counters_moved=frame["local_port"].map(moved))
         self.results["counters"] = frame
-        self.used("socket counters", "ss -tine (sock_diag), two samples during a held request")
+        self.used("socket counters", f"{ss.SOCK_DIAG.name}, two samples during a held request")
         self.evidence("the flow's socket counters during a request", frame,
                       "on a stuck flow segs_in/segs_out/bytes_received do not move: the payload went elsewhere")  # fmt: skip
         return frame
@@ -161,6 +175,8 @@ class StuckTcp(Investigation):
         """Every socket of the flow with the recvmsg handler its protocol ops point at."""
         if self.pod is None:
             self.skipped("recvmsg handler per socket", "parameter pod_target (the pod's namespace) is needed")
+            return pd.DataFrame()
+        if self.mechanism("receive_paths") is None:
             return pd.DataFrame()
         with reach.HeldRequest(self.target, self.pod_ip, self.pod_port, self.hold_path, seconds=max(4.0, self.timeout + 1),
                                local_port=self.client_ports, cgroup=self.cgroup):  # fmt: skip
@@ -181,22 +197,15 @@ class StuckTcp(Investigation):
             server = server[server["peer_port"].between(*self.port_span)]
         frame = pd.concat([client, server], ignore_index=True)
         self.results["handlers"] = frame
-        self.used("recvmsg handler per socket", "BPF TCP iterator (CO-RE): %pS of sk->sk_prot->recvmsg")
         self.evidence("receive handler of each socket of the flow", frame,
                       f"{ACCELERATED}: the socket is in the sockmap; {PLAIN} on one end only: that end was never inserted")  # fmt: skip
-        self._call_trace()
         return frame
-
-    def _call_trace(self) -> None:
-        report = doctor.check(self.target.host(), only=["tracefs", "kprobes", "bcc_import", "bcc_compile"])
-        if not report.ok("kprobes"):
-            self.skipped("recvmsg call trace", f"kprobes unavailable here: {report.checks['kprobes'].detail}")
-            return
-        self.skipped("recvmsg call trace", "kprobes exist; the BCC call trace is not part of this release")
 
     # --- 4. sockmap ----------------------------------------------------------------
     def sockmap_entries(self) -> pd.DataFrame:
         """Cilium's sockops map, found by name or pin, every key decoded."""
+        if self.mechanism("sockmap_entries") is None:
+            return pd.DataFrame()
         host = self.target.host()
         if self.sockmap:
             info = host.run_json(["bpftool", "-j", "map", "show", "pinned", self.sockmap])
@@ -239,7 +248,7 @@ class StuckTcp(Investigation):
         if entries is None:
             entries = self.sockmap_entries()
             entries = self.results.get("sockmap", pd.DataFrame())
-        if entries.empty:
+        if entries.empty or self.mechanism("stale_entries") is None:
             return pd.DataFrame()
         live = []
         for where, target in (
@@ -292,9 +301,6 @@ class StuckTcp(Investigation):
             frame["blocks_probed_flow"] = False
         frame["stale"] = frame["status"].isin(["belongs to a different 5-tuple", "socket gone"])
         self.results["stale"] = frame
-        self.used(
-            "stale entries", "map cookies joined with live sockets (ss -tine, sk:<cookie>) and their 5-tuples"
-        )
         self.evidence(
             "sockmap entries against live sockets",
             frame[["key", "cookie", "status", "socket", "stale", "blocks_probed_flow"]],

@@ -13,6 +13,7 @@ import hashlib
 import os
 from importlib import resources
 
+from netlab.capability import Check, Node, capability, command
 from netlab.errors import CapabilityMissing, NetlabError
 from netlab.targets import LocalTarget, Target
 
@@ -87,3 +88,17 @@ def build(
         raise NetlabError(f"compiling {name} failed: {result.brief_error()}")
     target.run(["mv", "-f", f"{obj}.tmp", obj])
     return obj
+
+
+# --- capabilities --------------------------------------------------------------------
+@capability("btf")
+def BTF_FILE(target: Target, node: Node) -> Check:
+    result = target.run(["od", "-An", "-tx1", "-N2", BTF], check=False)
+    magic = result.stdout.split()
+    # BTF magic 0xeB9F, in the node's byte order.
+    if result.ok and magic in (["9f", "eb"], ["eb", "9f"]):
+        return Check("btf", True, f"{BTF} readable (BTF magic found)")
+    return Check("btf", False, f"{BTF}: {result.brief_error() if not result.ok else 'no BTF magic'}")
+
+
+CLANG = command("clang", ["clang", "--version"], "clang is missing: CO-RE objects cannot be built")

@@ -11,7 +11,8 @@ the sockets of the namespace of the process that opens it.
 from __future__ import annotations
 
 from netlab import mounts, naming
-from netlab.capability import Check
+from netlab.capability import Check, Node, capability
+from netlab.collectors.bpf_objects import BPFTOOL
 from netlab.errors import NetlabError
 from netlab.probes import bpf_build
 from netlab.targets import Target
@@ -31,8 +32,9 @@ def run(source: str, target: Target, *, timeout: float = 30, defines: dict[str, 
         host.run(["rm", "-f", pin], check=False)
 
 
-def doctor_check(target: Target) -> Check:
-    """Build and run the smallest iterator (one line per task) as the doctor's probe."""
+@capability("bpf_iter", requires=[bpf_build.BTF_FILE, BPFTOOL, bpf_build.CLANG])
+def BPF_ITER(target: Target, node: Node) -> Check:
+    """Build and run the smallest iterator (one line per task)."""
     try:
         out = run("iter_probe.bpf.c", target)
     except NetlabError as exc:

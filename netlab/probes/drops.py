@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from netlab import params
+from netlab.capability import Mechanism
 from netlab.decoders import stacks
 from netlab.decoders.ftrace import EVENT
 from netlab.errors import NetlabError
@@ -159,3 +160,9 @@ def trace(
     if capped:
         result.notes.append(f"stopped at the cap of {max_events} events: counts are a lower bound")
     return result
+
+
+KFREE_SKB = Mechanism(
+    "tracefs skb:kfree_skb event (drop reasons) + stacktrace trigger, in a private instance",
+    (tracefs.TRACEPOINTS,),
+)

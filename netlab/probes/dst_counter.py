@@ -16,6 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from netlab.capability import Mechanism
 from netlab.collectors import rt6
 from netlab.errors import NetlabError
 from netlab.probes import bpf_build, bpf_iter
@@ -94,3 +95,9 @@ def read(target: Target) -> DstCounter:
                       "per-CPU copies could not be located on this kernel (its per-CPU section is not "
                       "zero-based and BTF carries no __percpu tags); the slow value is the kernel's own "
                       "sum from rt6_stats column 6")  # fmt: skip
+
+
+ITERATOR = Mechanism(
+    "BPF task iterator (CO-RE): the shared count and, where locatable, each CPU's delta",
+    (bpf_iter.BPF_ITER, rt6.RT6_STATS),
+)

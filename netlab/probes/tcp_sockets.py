@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from netlab.capability import Mechanism
 from netlab.probes import bpf_iter
 from netlab.targets import Target
 
@@ -27,3 +28,6 @@ def parse(text: str, where: str) -> pd.DataFrame:
 def read(target: Target, where: str) -> pd.DataFrame:
     """Run the iterator once in ``target``'s namespace; ``where`` labels the rows."""
     return parse(bpf_iter.run("tcp_sockets.bpf.c", target), where)
+
+
+ITERATOR = Mechanism("BPF TCP iterator (CO-RE): %pS of sk->sk_prot->recvmsg", (bpf_iter.BPF_ITER,))

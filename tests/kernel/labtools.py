@@ -1,5 +1,5 @@
 """What the lab tests share: bringing a scenario up for a test, snapshots of BPF state,
-and the list of everything left on the machine under netlab's prefix."""
+and (from :mod:`netlab.cleanup`) the list of everything left under netlab's prefix."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from netlab import lab, naming
+from netlab import lab
+from netlab.cleanup import leftovers
 from netlab.findings import Findings
 from netlab.investigations import get
+
+__all__ = ["bpf_state", "investigate", "leftovers", "scenario"]
 
 EVIDENCE = os.path.join(os.path.dirname(__file__), "..", "data", "evidence")
 
@@ -51,26 +54,3 @@ def bpf_state() -> dict[str, Any]:
     tree = j("cgroup", "tree", "/sys/fs/cgroup/unified") or []
     pins = sorted(os.path.join(r, f) for r, _, fs in os.walk("/sys/fs/bpf") for f in fs)
     return {"progs": progs, "maps": maps, "cgroups": tree, "pins": pins}
-
-
-def leftovers() -> list[str]:
-    """Everything with netlab's prefix still on the machine."""
-    p = naming.PREFIX
-    found = (
-        [f"netns {n}" for n in os.listdir("/run/netns") if n.startswith(p)]
-        if os.path.isdir("/run/netns")
-        else []
-    )
-    progs = json.loads(
-        subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, check=True).stdout
-    )
-    found += [f"prog {x['id']} {x.get('name')}" for x in progs if x.get("name", "").startswith(p)]
-    found += [
-        f"pin {os.path.join(r, n)}"
-        for r, ds, fs in os.walk("/sys/fs/bpf")
-        for n in ds + fs
-        if n.startswith(p)
-    ]
-    found += [f"cgroup {n}" for n in os.listdir("/sys/fs/cgroup/unified") if n.startswith(p)]
-    found += [f"tracefs {n}" for n in os.listdir("/sys/kernel/tracing/instances") if n.startswith(p)]
-    return found

@@ -52,4 +52,4 @@ def test_batch_read_round_trip() -> None:
 
 def test_missing_map_is_one_line() -> None:
     with pytest.raises(NetlabError, match="cannot open it"):
-        bpfmap.read(pin="/sys/fs/bpf/nlab_does_not_exist")
+        bpfmap.read(pin=f"/sys/fs/bpf/{naming.PREFIX}_does_not_exist")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from netlab import lab
+from netlab import lab, naming
 from netlab.cli import main
 from tests.kernel.labtools import investigate, leftovers, scenario
 
@@ -58,7 +58,7 @@ def test_netlab_run_json_and_html(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def _tracefs_instances() -> list[str]:
-    return [n for n in os.listdir("/sys/kernel/tracing/instances") if n.startswith("nlab")]
+    return [n for n in os.listdir("/sys/kernel/tracing/instances") if naming.owned(n)]
 
 
 def test_ctrl_c_during_the_trace_leaves_nothing(tmp_path: Path) -> None:
@@ -99,4 +99,16 @@ def test_cell_timeout_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 2
     assert "longer than 5 s" in capsys.readouterr().err
     assert _tracefs_instances() == []
+    assert leftovers() == []
+
+
+def test_without_iptables_the_nft_view_names_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback mechanism, run on a kernel that has the preferred one: with iptables
+    masked the netfilter step reads the nft ruleset and the verdict still names the rule."""
+    monkeypatch.setenv("NETLAB_MASK", "iptables")
+    with scenario(NAME):
+        findings = investigate("packet-drops", NAME, healthy=False)
+    assert findings.mechanisms["netfilter rules"].startswith("nft -j list ruleset")
+    assert findings.verdict == "netfilter-drop", findings.summary
+    assert "filter/FORWARD rule" in findings.summary and "REJECT" in findings.summary
     assert leftovers() == []

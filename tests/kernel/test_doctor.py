@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from netlab import doctor
+from netlab import doctor, naming
 from netlab.cli import main
 
 pytestmark = pytest.mark.kernel
@@ -48,7 +48,7 @@ def test_kprobes_match_the_kernel_config(report: doctor.Report) -> None:
 def test_tracepoints_work_and_leave_nothing(report: doctor.Report) -> None:
     assert report.ok("tracepoints")
     instances = os.listdir("/sys/kernel/tracing/instances")
-    assert not [i for i in instances if i.startswith("nlab")]
+    assert not [i for i in instances if naming.owned(i)]
 
 
 def test_bcc_compiles_and_headers_are_judged(report: doctor.Report) -> None:
@@ -68,7 +68,24 @@ def test_lab_machine_facts(report: doctor.Report) -> None:
     assert report.ok("btf") and report.ok("tracepoints") and report.ok("bcc_compile")
     assert not report.ok("kprobes") and not report.ok("fentry")
     steps = report.steps()
-    assert steps["stuck-tcp: recvmsg call trace"].startswith("unavailable")
+    assert steps["stuck-tcp: recvmsg handler per socket"].startswith("BPF TCP iterator")
+    assert steps["packet-drops: drop points"].startswith("tracefs skb:kfree_skb")
+    assert not [s for s, m in steps.items() if m.startswith("unavailable")]
+
+
+def test_a_masked_capability_moves_the_step_to_its_fallback() -> None:
+    """On a node whose iptables cannot be read, the netfilter step uses nft instead;
+    without tracepoints the drop step says why it cannot run."""
+    from netlab.capability import Node
+    from netlab.investigations import get
+    from netlab.targets import LocalTarget
+
+    cls = get("packet-drops")
+    node = Node(LocalTarget(), masked=frozenset({"iptables", "tracepoints"}))
+    chosen, _ = cls.step("netfilter_rule").choose(node)
+    assert chosen is not None and chosen.name.startswith("nft -j")
+    chosen, why = cls.step("drop_points").choose(node)
+    assert chosen is None and "tracepoints (masked" in why
 
 
 def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from netlab import lab
+from netlab import lab, naming
 from netlab.cli import main
 from tests.kernel.labtools import bpf_state, investigate, leftovers, scenario
 
@@ -36,7 +36,7 @@ def test_broken_lab_reproduces_and_is_diagnosed() -> None:
     serv = [r for r in dup.rows if r["name"] == "cilium_lb4_serv"]
     assert len(serv) == 2 and {r["reachable"].split(" ")[0] for r in serv} == {"pinned", "only"}
     assert any(f"id {params['old_prog_id']}" in r for r in findings.remediation)
-    assert findings.mechanisms["real connect"].startswith("a probe process joined")
+    assert findings.mechanisms["real connect"].startswith("a probe process (python3) joined")
     assert leftovers() == []
 
 
@@ -65,7 +65,7 @@ def test_down_all_after_kill_during_up() -> None:
     # Kill it once it has made something (a namespace or the cgroup) but before it is done.
     while time.monotonic() < deadline and proc.poll() is None:
         if (
-            any(n.startswith("nlab-scp") for n in os.listdir("/run/netns"))
+            any(n.startswith(f"{naming.PREFIX}-scp") for n in os.listdir("/run/netns"))
             if os.path.isdir("/run/netns")
             else False
         ):

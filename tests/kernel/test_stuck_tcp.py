@@ -39,7 +39,7 @@ def test_broken_lab_names_the_stale_key_and_handlers() -> None:
     assert (others["success"] == 1.0).all()
     counters = next(e for e in findings.evidence if e.title.startswith("the flow's socket counters")).frame()
     assert len(counters) >= 2 and not counters["counters_moved"].any()
-    assert findings.mechanisms["recvmsg call trace"].startswith("skipped: kprobes unavailable")
+    assert findings.mechanisms["recvmsg handler per socket"].startswith("BPF TCP iterator")
     assert leftovers() == []
 
 

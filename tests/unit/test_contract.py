@@ -35,15 +35,16 @@ def test_notebook_parameters_cell_is_the_declaration(name: str) -> None:
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_notebook_runs_the_declared_steps_in_order(name: str) -> None:
     cls = get(name)
+    methods = [step.method for step in cls.steps]
     called = []
     for cell in _cells(cls):
         if cell["cell_type"] != "code":
             continue
         for node in ast.walk(ast.parse("".join(cell["source"]).replace(";", ""))):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-                if getattr(node.func.value, "id", "") == "session" and node.func.attr in cls.steps:
+                if getattr(node.func.value, "id", "") == "session" and node.func.attr in methods:
                     called.append(node.func.attr)
-    assert called == list(cls.steps)
+    assert called == methods
 
 
 @pytest.mark.parametrize(
