@@ -1,7 +1,7 @@
 """The ``netlab`` command line.
 
 Every user-fixable problem ends as one line on stderr (``netlab: ...``) and exit
-status 2; Ctrl-C sweeps probes and exits 130.
+status 2; Ctrl-C, SIGTERM and SIGHUP sweep probes and exit 128 + the signal number.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -193,7 +195,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="netlab", description="Guided investigations of node networking incidents."
+        prog="netlab",
+        description="Guided investigations of node networking incidents.",
+        epilog="exit status: 0 done (whatever the verdict); 2 a problem to fix, said in one line "
+        "(bad parameter, missing capability, unreachable node, a step past its timeout); "
+        "130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (probes removed first)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -276,22 +282,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled like Ctrl-C: every ``finally`` that removes a probe
+    runs, then the sweep."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, _terminate) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return int(args.func(args) or 0)
     except NetlabError as exc:
         print(f"netlab: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         from netlab import cleanup
 
         cleanup.sweep_orphans()
-        print("netlab: interrupted; probes removed", file=sys.stderr)
-        return 130
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        what = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+        print(f"netlab: {what}; probes removed", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:
         # The reader went away (``netlab ... | head``): not an error worth a traceback.
         # Point stdout at /dev/null so the interpreter's final flush does not fail too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -7,7 +7,9 @@ mount itself; mounting a pseudo file system is not a change to the node's networ
 
 from __future__ import annotations
 
-from netlab.capability import Check, Node, capability
+from collections.abc import Callable
+
+from netlab.capability import Capability, Check, Node
 from netlab.errors import CapabilityMissing, NetlabError
 from netlab.targets import Target
 
@@ -78,25 +80,18 @@ def require_cgroup2_dir(target: Target, path: str, param: str) -> None:
 
 
 # --- capabilities --------------------------------------------------------------------
-@capability("tracefs")
-def TRACEFS(target: Target, node: Node) -> Check:
-    try:
-        return Check("tracefs", True, tracefs(target.host()))
-    except NetlabError as exc:
-        return Check("tracefs", False, exc.message)
+def _mount_capability(name: str, find: Callable[[Target], str]) -> Capability:
+    """Holds when ``find`` locates (or mounts) the file system; the detail is where."""
+
+    def probe(target: Target, node: Node) -> Check:
+        try:
+            return Check(name, True, find(target.host()))
+        except NetlabError as exc:
+            return Check(name, False, exc.message)
+
+    return Capability(name, probe)
 
 
-@capability("bpffs")
-def BPFFS_MOUNT(target: Target, node: Node) -> Check:
-    try:
-        return Check("bpffs", True, bpffs(target.host()))
-    except NetlabError as exc:
-        return Check("bpffs", False, exc.message)
-
-
-@capability("cgroup2")
-def CGROUP2(target: Target, node: Node) -> Check:
-    try:
-        return Check("cgroup2", True, cgroup2(target.host()))
-    except NetlabError as exc:
-        return Check("cgroup2", False, exc.message)
+TRACEFS = _mount_capability("tracefs", tracefs)
+BPFFS_MOUNT = _mount_capability("bpffs", bpffs)
+CGROUP2 = _mount_capability("cgroup2", cgroup2)

@@ -21,6 +21,9 @@ from netlab.targets import Target
 
 # curl exit codes: 28 = operation timed out, 7 = failed to connect.
 CURL_TIMEOUT = 28
+# curl exit codes that mean our probe could not run, not that the node failed: 2 (init),
+# 45 (bind of --local-port failed: every port of the range busy, e.g. in TIME_WAIT).
+CURL_COULD_NOT_RUN = {2: "curl could not start", 45: "local port busy (bind failed)"}
 
 
 @dataclass
@@ -31,6 +34,9 @@ class ProbeResult:
     ok: bool
     latency_ms: float | None
     detail: str
+    # False when the probe itself could not run (our tool, not the node, failed): such
+    # attempts are left out of success rates.
+    ran: bool = True
 
 
 def _host_for_url(address: str) -> str:
@@ -76,12 +82,15 @@ def http(
     if local_port:
         argv += ["--local-port", port_range(local_port)]
     result = target.run([*argv, url], timeout=timeout + 5, check=False, cgroup=cgroup)
+    who, dest = vantage or target.url, f"{addr}:{port}"
+    if result.returncode in CURL_COULD_NOT_RUN or result.returncode == 127:
+        why = f"could not run: {CURL_COULD_NOT_RUN.get(result.returncode, 'curl missing')}: {result.brief_error()}"
+        return (ProbeResult(who, "tcp", dest, False, None, why, ran=False),
+                ProbeResult(who, "http", url, False, None, why, ran=False))  # fmt: skip
     fields = result.stdout.split()
     code = fields[0] if fields else "000"
     t_connect = float(fields[1]) if len(fields) > 1 else 0.0
     t_total = float(fields[2]) if len(fields) > 2 else 0.0
-    who = vantage or target.url
-    dest = f"{addr}:{port}"
     connected = t_connect > 0
     tcp = ProbeResult(who, "tcp", dest, connected, t_connect * 1000 if connected else None,
                       "established" if connected else result.brief_error())  # fmt: skip

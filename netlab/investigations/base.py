@@ -77,7 +77,15 @@ class Param:
                 raise NetlabError(f"parameter {self.name}: required ({self.help})")
             return self.default
         value = self._typed(value)
-        return self.check(value, self.name) if self.check else value
+        if self.check is None:
+            return value
+        try:
+            return self.check(value, self.name)
+        except NetlabError as exc:
+            # Validators shared with other callers may not name the parameter: say it here.
+            if exc.message.startswith(f"parameter {self.name}:"):
+                raise
+            raise NetlabError(f"parameter {self.name}: {exc.message}", exc.remedy) from None
 
     def _typed(self, value: Any) -> Any:
         bad = NetlabError(f"parameter {self.name}: {value!r} is not {_TYPE_WORDS[self.type]}")
@@ -233,10 +241,7 @@ class Investigation:
     # --- parameters ------------------------------------------------------------------
     @classmethod
     def param(cls, name: str) -> Param:
-        for p in cls.params:
-            if p.name == name:
-                return p
-        raise KeyError(name)
+        return next(p for p in cls.params if p.name == name)
 
     @classmethod
     def parameters_cell(cls) -> str:
@@ -317,10 +322,7 @@ class Investigation:
 
     @classmethod
     def step(cls, method: str) -> Step:
-        for step in cls.steps:
-            if step.method == method:
-                return step
-        raise KeyError(method)
+        return next(s for s in cls.steps if s.method == method)
 
     def mechanism(self, method: str) -> Mechanism | None:
         """The mechanism step ``method`` uses on this node, recorded; or None, with the

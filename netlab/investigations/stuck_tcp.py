@@ -123,10 +123,13 @@ class StuckTcp(Investigation):
                 results += reach.http(target, self.pod_ip, self.pod_port, self.path, timeout=self.timeout,
                                       vantage=name, local_port=local, cgroup=cgroup)  # fmt: skip
         raw = reach.frame(results)
-        matrix = raw.groupby(["vantage", "kind"], sort=False).agg(
-            success=("ok", "mean"), attempts=("ok", "size"),
+        # Attempts our own tool could not make (a busy local port) are not the node's
+        # failures: counted apart, left out of the success rate.
+        ran = raw["ran"]
+        matrix = raw.assign(ok_ran=raw["ok"].where(ran)).groupby(["vantage", "kind"], sort=False).agg(
+            success=("ok_ran", "mean"), attempts=("ran", "sum"), not_run=("ran", lambda r: int((~r).sum())),
             median_ms=("latency_ms", lambda s: statistics.median(s.dropna()) if s.notna().any() else None),
-            failures=("detail", lambda d: "; ".join(sorted({x for x, ok in zip(d, raw.loc[d.index, "ok"], strict=False) if not ok}))),
+            failures=("detail", lambda d: "; ".join(sorted({x for x, bad in zip(d, ~raw.loc[d.index, "ok"], strict=False) if bad}))),
         ).reset_index()  # fmt: skip
         self.results["scope"] = matrix
         self.evidence("probe matrix: success rate per vantage point", matrix,
@@ -321,7 +324,10 @@ class StuckTcp(Investigation):
             if (scope["vantage"] != "node -> pod").any()
             else 1.0
         )
-        node_failing = bool(len(node_http)) and float(node_http.iloc[0]) < 1.0
+        if len(node_http) == 0 or pd.isna(node_http.iloc[0]):
+            failures = scope[scope["vantage"] == "node -> pod"]["failures"]
+            return evidence.inconclusive(["no node -> pod HTTP probe could run: " + "; ".join(failures)])
+        node_failing = float(node_http.iloc[0]) < 1.0
         bad = stale[stale["stale"]] if len(stale) else stale
         if len(bad) == 0:
             if node_failing:

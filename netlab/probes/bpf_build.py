@@ -13,6 +13,7 @@ import hashlib
 import os
 from importlib import resources
 
+from netlab import naming
 from netlab.capability import Check, Node, capability, command
 from netlab.errors import CapabilityMissing, NetlabError
 from netlab.targets import LocalTarget, Target
@@ -57,14 +58,17 @@ def build(
 ) -> str:
     """Compile ``<package>/bpf/NAME`` (CO-RE) and return the object's path.
 
-    ``defines`` become ``-D`` options (program names carrying netlab's prefix, say) and
-    are part of the cache key.
+    ``defines`` become ``-D`` options and are part of the cache key. The program is
+    named ``PROBE_NAME``, defined here as ``<prefix>_<source name>`` so that a leaked
+    one is found by name like everything else netlab makes (the kernel keeps 15
+    characters of it).
     """
     target = (target or LocalTarget()).host()
     if not target.is_local:
         raise NetlabError("CO-RE objects are built on the node: run this step through `netlab` there")
     text = source_text(name, package)
-    flags = [f"-D{k}={v}" for k, v in sorted((defines or {}).items())]
+    named = {"PROBE_NAME": f"{naming.PREFIX}_{name.removesuffix('.bpf.c')}", **(defines or {})}
+    flags = [f"-D{k}={v}" for k, v in sorted(named.items())]
     digest = hashlib.sha256("\n".join([text, *flags]).encode()).hexdigest()[:16]
     directory = cache_dir(target)
     obj = os.path.join(directory, f"{name.removesuffix('.bpf.c')}-{digest}.o")

@@ -17,7 +17,7 @@
 char LICENSE[] SEC("license") = "GPL";
 
 SEC("iter/task")
-int netlab_dst_counter(struct bpf_iter__task *ctx)
+int PROBE_NAME(struct bpf_iter__task *ctx)
 {
 	struct seq_file *seq = ctx->meta->seq;
 	struct task_struct *task = ctx->task;

@@ -7,7 +7,7 @@
 char LICENSE[] SEC("license") = "GPL";
 
 SEC("iter/task")
-int netlab_iter_probe(struct bpf_iter__task *ctx)
+int PROBE_NAME(struct bpf_iter__task *ctx)
 {
 	struct task_struct *task = ctx->task;
 

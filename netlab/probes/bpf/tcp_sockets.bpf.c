@@ -12,7 +12,7 @@
 char LICENSE[] SEC("license") = "GPL";
 
 SEC("iter/tcp")
-int netlab_tcp_socks(struct bpf_iter__tcp *ctx)
+int PROBE_NAME(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
 	struct seq_file *seq = ctx->meta->seq;
