@@ -144,12 +144,19 @@ def up(*, timeout: float = BOOT_TIMEOUT) -> Guest:
     port = _free_port()
     _write_node(directory, port)
     started = time.monotonic()
+    launcher = _launch(directory, kernel, port)
     guest = Guest(url=f"ssh://{USER}@127.0.0.1:{port}", ssh_config=str(directory / "ssh_config"),
-                  kernel=kernel, port=port, pid=_launch(directory, kernel, port), boot_seconds=0.0)  # fmt: skip
+                  kernel=kernel, port=port, pid=launcher.pid, boot_seconds=0.0)  # fmt: skip
     _save(guest)  # before waiting: a `down` from elsewhere must find it
+
+    def booting() -> str:
+        if launcher.poll() is not None:
+            raise NetlabError(f"guest {NAME}: virtme-ng exited while booting (status {launcher.returncode})")
+        return _problem(guest)
+
     try:
-        wait_for(f"guest {NAME}: `ssh {guest.url} uname -r` answering {kernel}",
-                 lambda: _problem(guest, booting=True), timeout=timeout, interval=0.5)  # fmt: skip
+        wait_for(f"guest {NAME}: `ssh {guest.url} uname -r` answering {kernel}", booting,
+                 timeout=timeout, interval=0.5)  # fmt: skip
     except NetlabError as exc:
         console = _console_tail()
         down()  # a half-booted guest is worse than none
@@ -244,8 +251,8 @@ def _write_node(directory: Path, port: int) -> None:
     )
 
 
-def _launch(directory: Path, kernel: str, port: int) -> int:
-    """Start virtme-ng detached (its own session, no terminal); return its pid."""
+def _launch(directory: Path, kernel: str, port: int) -> subprocess.Popen[bytes]:
+    """Start virtme-ng detached: its own session, no terminal."""
     vng = _vng() or "vng"
     qemu_opts = [
         f"-name {NAME},process={NAME}",
@@ -271,13 +278,11 @@ def _launch(directory: Path, kernel: str, port: int) -> int:
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd="/",
             start_new_session=True,
         )  # fmt: skip
-    return proc.pid
+    return proc
 
 
-def _problem(guest: Guest, *, booting: bool = False) -> str:
+def _problem(guest: Guest) -> str:
     """What keeps the guest from answering over ssh ("" when it answers with its kernel)."""
-    if booting and not _ours(guest.pid):
-        raise NetlabError(f"guest {NAME}: QEMU exited while booting")
     argv = ["ssh", "-F", guest.ssh_config, "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
             "-o", "LogLevel=ERROR", "-p", str(guest.port), f"{USER}@127.0.0.1", "--", "uname", "-r"]  # fmt: skip
     try:
