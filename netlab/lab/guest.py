@@ -158,12 +158,17 @@ def up(*, timeout: float = BOOT_TIMEOUT) -> Guest:
     try:
         wait_for(f"guest {NAME}: `ssh {guest.url} uname -r` answering {kernel}", booting,
                  timeout=timeout, interval=0.5)  # fmt: skip
-    except NetlabError as exc:
+    except BaseException as exc:
+        # A half-booted guest is worse than none. Signal the launcher's session directly:
+        # until vng has exec'd, /proc does not show it as the guest's.
         console = _console_tail()
-        down()  # a half-booted guest is worse than none
-        raise NetlabError(f"{exc.message}; console: {console}") from None
-    except BaseException:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                launcher.wait(timeout=15)
         down()
+        if isinstance(exc, NetlabError):
+            raise NetlabError(f"{exc.message}; console: {console}") from None
         raise
     guest = replace(guest, boot_seconds=round(time.monotonic() - started, 1))
     _save(guest)
@@ -289,7 +294,7 @@ def _problem(guest: Guest) -> str:
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return f"`{shlex.join(argv[-3:])}` took longer than 20 s"
+        return f"`ssh ... {shlex.join(argv[-2:])}` took longer than 20 s"
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         return lines[-1] if lines else f"ssh exit status {result.returncode}"
