@@ -8,7 +8,8 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := bpftool python3-bpfcc linux-headers-amd64 clang llvm libbpf-dev \
 	iptables nftables conntrack iproute2 iputils-ping openssh-server openssh-client \
-	bpftrace tcpdump curl python3-venv procps kmod chromium
+	bpftrace tcpdump curl python3-venv procps kmod chromium \
+	qemu-system-x86 busybox-static
 KREL := $(shell uname -r)
 
 .PHONY: setup demo test lint bench clean-machine
@@ -35,6 +36,13 @@ $(VENV)/.netlab-installed: pyproject.toml Makefile
 			ln -sfn "$$common" /lib/modules/$(KREL)/source; \
 			echo "headers: linked $$hdr for kernel $(KREL) (mismatched; see netlab doctor)"; \
 		fi; \
+	fi
+	@# The guest node (`netlab lab guest`) boots Debian's kernel image whose headers are
+	@# installed: the ABI that linux-headers-amd64 depends on, e.g. 6.1.0-56-amd64.
+	@abi=$$(dpkg-query -W -f='$${Depends}' linux-headers-amd64 | sed -n 's/^linux-headers-\([^ ,]*\).*/\1/p'); \
+	if [ -n "$$abi" ] && ! dpkg-query -W -f='$${Status}' linux-image-$$abi 2>/dev/null | grep -q 'ok installed'; then \
+		echo "apt: installing linux-image-$$abi (the guest node's kernel)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-image-$$abi >/dev/null; \
 	fi
 	@test -x $(PY) || /usr/bin/python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

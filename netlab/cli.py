@@ -83,7 +83,39 @@ def cmd_lab(args: argparse.Namespace) -> int:
         else:
             print("removed: " + (", ".join(removed) if removed else "nothing was up"))
         return 0
-    raise NetlabError("lab: choose list, up, verify, status or down")
+    if args.lab_command == "guest":
+        return _cmd_guest(args)
+    raise NetlabError("lab: choose list, up, verify, status, down or guest")
+
+
+def _cmd_guest(args: argparse.Namespace) -> int:
+    from netlab.lab import guest
+
+    if args.guest_command == "up":
+        node = guest.up(timeout=args.timeout)
+        if args.json:
+            _print_json(node.to_dict())
+        else:
+            print(f"guest {guest.NAME} is up: kernel {node.kernel}, ssh-ready in {node.boot_seconds:g} s")
+            print(f"  target:     {node.url}\n  ssh config: {node.ssh_config}")
+            print(f"  e.g. NETLAB_SSH_CONFIG={node.ssh_config} netlab doctor --target {node.url}")
+        return 0
+    if args.guest_command == "status":
+        row = guest.status()
+        if args.json:
+            _print_json(row)
+        else:
+            print(
+                f"{row['guest']}: {row['state']}"
+                + (f"  {row['url']}  (ssh config {row['ssh_config']})" if "url" in row else "")
+            )
+        return 0
+    removed = guest.down()
+    if args.json:
+        _print_json({"removed": removed})
+    else:
+        print("removed: " + (", ".join(removed) if removed else "no guest was up"))
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -222,8 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     q = lab_sub.add_parser("down", help="remove a scenario, or everything netlab made")
     q.add_argument("name", nargs="?")
-    q.add_argument("--all", action="store_true")
+    q.add_argument("--all", action="store_true", help="also any leftovers and the guest node")
     q.add_argument("--json", action="store_true")
+    q = lab_sub.add_parser("guest", help="a second node: Debian's 6.1 kernel in a VM, reached over ssh")
+    guest_sub = q.add_subparsers(dest="guest_command", required=True)
+    g = guest_sub.add_parser("up", help="boot it (idempotent); prints its target URL and ssh config")
+    g.add_argument("--timeout", type=float, default=180, help="seconds to wait for ssh, default 180")
+    g.add_argument("--json", action="store_true")
+    for name, helptext in (("status", "up, down, or what is wrong"), ("down", "stop it, remove its files")):
+        g = guest_sub.add_parser(name, help=helptext)
+        g.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lab)
 
     p = sub.add_parser("run", help="run an investigation notebook headlessly", add_help=False)

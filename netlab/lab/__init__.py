@@ -1,6 +1,7 @@
 """The lab: each of the four incidents reproduced for real in network namespaces.
 
-``netlab lab list | up NAME [--healthy] | verify NAME | status | down [NAME | --all]``,
+``netlab lab list | up NAME [--healthy] | verify NAME | status | down [NAME | --all]``
+(``netlab lab guest up | status | down`` for the second node, :mod:`netlab.lab.guest`),
 or from Python::
 
     from netlab import lab
@@ -10,7 +11,8 @@ or from Python::
 ``up`` saves the scenario's parameters in ``/run/netlab`` (``$NETLAB_STATE``), so
 ``netlab run INVESTIGATION --lab NAME`` and notebooks pick them up; the lab stays up
 across processes until ``down``. Everything it makes is named with netlab's prefix,
-which is how ``down --all`` cleans up after a crashed or killed ``up``.
+which is how ``down --all`` cleans up after a crashed or killed ``up``; it stops the
+guest node too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from netlab import naming
 from netlab.errors import NetlabError
+from netlab.lab import guest
 from netlab.lab.scenario import Scenario, VerifyResult
 from netlab.lab.topology import destroy_namespaces, kill_netns_processes, netns_exists, owned_namespaces
 
@@ -139,8 +142,8 @@ def _teardown(scn: Scenario) -> None:
 
 
 def down(name: str | None = None, *, all: bool = False) -> list[str]:
-    """Tear down one scenario, or with ``all`` every scenario and any namespace with
-    netlab's prefix, state file or not. Returns what was removed."""
+    """Tear down one scenario, or with ``all`` every scenario, any namespace with
+    netlab's prefix (state file or not) and the guest node. Returns what was removed."""
     removed: list[str] = []
     targets = list(_registry().values()) if all or name is None else [scenario(name)]
     for scn in targets:
@@ -151,6 +154,7 @@ def down(name: str | None = None, *, all: bool = False) -> list[str]:
         stray = owned_namespaces()
         destroy_namespaces(stray)
         removed += stray
+        removed += guest.down()
     return removed
 
 

@@ -1,0 +1,35 @@
+"""Guest tests: the second node, Debian's 6.1 kernel in a VM netlab boots, over ssh.
+
+One guest serves the whole session: it takes about 25 s to boot under emulation. The
+session fixture boots it (or reuses one already running) and stops it at the end if it
+booted it. Where the machine cannot boot a guest, the tests skip with the reason, and
+fail instead under ``NETLAB_REQUIRE_KERNEL=1`` (see tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from netlab.lab import guest
+from tests.conftest import need
+
+
+@pytest.fixture(scope="session")
+def booted_guest() -> Iterator[guest.Guest]:
+    reason = guest.missing()
+    need(not reason, f"this machine cannot boot the guest node: {reason}")
+    was_up = guest.status()["state"] == "up"
+    yield guest.up()
+    if not was_up:
+        guest.down()
+
+
+@pytest.fixture
+def node(booted_guest: guest.Guest, monkeypatch: pytest.MonkeyPatch) -> guest.Guest:
+    """The session's guest, booted again if a test stopped it, with ``NETLAB_SSH_CONFIG``
+    pointing at its ssh_config as a user would set it."""
+    current = guest.up()  # one ssh round trip when it is running
+    monkeypatch.setenv("NETLAB_SSH_CONFIG", current.ssh_config)
+    return current
