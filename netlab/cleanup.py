@@ -108,6 +108,9 @@ def leftovers(target: Target | None = None) -> list[str]:
         # Lab processes of a parallel run with another prefix are not ours.
         if not netns or naming.owned(netns):
             found.append(f"process {pid} (netns {netns or 'none'})")
+    # The guest node's emulator, named on its command line (netlab.lab.guest).
+    guest = host.run(["pgrep", "-f", f"process={naming.PREFIX}_guest"], check=False).stdout.split()
+    found += [f"guest node process {pid}" for pid in guest]
     runtime = naming.runtime_base()
     if isinstance(host, LocalTarget) and runtime.is_dir():
         found += [f"runtime {e}" for e in runtime.glob(f"{naming.PREFIX}_kernel_*")]
