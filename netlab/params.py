@@ -74,7 +74,7 @@ def count(value: object, param: str, *, maximum: int) -> int:
 def name(value: object, param: str = "name") -> str:
     """An object name (namespace, map, program, scenario): no spaces, no shell syntax."""
     text = str(value)
-    if not _NAME.match(text):
+    if not _NAME.fullmatch(text):
         raise NetlabError(
             f"parameter {param}: {value!r} is not a valid name "
             "(letters, digits and _ . : @ - only, starting with a letter or digit)"
@@ -84,7 +84,7 @@ def name(value: object, param: str = "name") -> str:
 
 def interface(value: object, param: str = "interface") -> str:
     text = str(value)
-    if not _IFNAME.match(text):
+    if not _IFNAME.fullmatch(text):
         raise NetlabError(f"parameter {param}: {value!r} is not a valid interface name")
     return text
 
@@ -97,14 +97,14 @@ def hostname(value: object, param: str = "host") -> str:
         return ip_address(text, param)
     except NetlabError:
         pass
-    if not _HOST.match(text):
+    if not _HOST.fullmatch(text):
         raise NetlabError(f"parameter {param}: {value!r} is not a valid host name or address")
     return text
 
 
 def user(value: object, param: str = "user") -> str:
     text = str(value)
-    if not _USER.match(text):
+    if not _USER.fullmatch(text):
         raise NetlabError(f"parameter {param}: {value!r} is not a valid user name")
     return text
 

@@ -9,6 +9,7 @@ Each probe runs a tiny program with the node's ``python3`` and unloads it.
 
 from __future__ import annotations
 
+import re
 import sys
 
 from netlab.capability import Check, Node, capability
@@ -52,24 +53,46 @@ def BCC_IMPORT(target: Target, node: Node) -> Check:
     return Check("bcc_import", ok, f"bcc {out} (OS package python3-bpfcc)" if ok else out)
 
 
+def headers_match(release: str, version: str, uts_release: str, tree_version: str) -> tuple[bool, str]:
+    """Do a header tree and the running kernel match?
+
+    ``uts_release`` is the tree's ``UTS_RELEASE`` (include/generated/utsrelease.h): the
+    release string the kernel built from it reports, which must equal ``uname -r``.
+    Distributions name the ABI there (Debian: ``6.1.0-56-amd64``) and carry the exact
+    version in ``uname -v`` (``... Debian 6.1.192-2 ...``); where the tree states its
+    version (``include/config/kernel.release``: ``6.1.192``) it must appear there too,
+    so headers of another build of the same ABI are not taken for matching ones.
+    """
+    if not uts_release:
+        return False, "the header tree has no include/generated/utsrelease.h"
+    if uts_release != release:
+        return False, f"headers are for {uts_release}, running kernel is {release}: mismatched"
+    if tree_version and tree_version != release:
+        # The tree states a version apart from its ABI name: the kernel must be that one.
+        if tree_version not in re.findall(r"\d+\.\d+\.\d+", version):
+            return False, f"headers are version {tree_version}, `uname -v` says {version!r}: mismatched"
+        return True, f"UTS_RELEASE {uts_release} equals uname -r; version {tree_version} is in uname -v"
+    return True, f"UTS_RELEASE {uts_release} equals uname -r"
+
+
 @capability("kernel_headers")
 def KERNEL_HEADERS(target: Target, node: Node) -> Check:
     release = node.kernel or target.run(["uname", "-r"]).stdout.strip()
+    version = target.run(["uname", "-v"], check=False).stdout.strip()
     build = f"/lib/modules/{release}/build"
     result = target.run(["readlink", "-f", build], check=False)
     if not result.ok or not target.exists(build):
         return Check("kernel_headers", False, f"no {build}: BCC cannot compile")
     real = result.stdout.strip()
-    release_file = target.try_read_text(f"{real}/include/config/kernel.release")
-    headers = (release_file or "").strip() or real.rsplit("linux-headers-", 1)[-1]
-    if headers == release:
-        return Check("kernel_headers", True, f"{real} matches the running kernel")
-    return Check(
-        "kernel_headers",
-        False,
-        f"headers are {headers}, running kernel is {release}: mismatched; BCC programs "
-        "must use only UAPI contexts (no kernel-internal structs)",
+    uts = re.search(
+        r'UTS_RELEASE\s+"([^"]+)"', target.try_read_text(f"{real}/include/generated/utsrelease.h") or ""
     )
+    tree_version = (target.try_read_text(f"{real}/include/config/kernel.release") or "").strip()
+    ok, why = headers_match(release, version, uts.group(1) if uts else "", tree_version)
+    if ok:
+        return Check("kernel_headers", True, f"{real}: {why}")
+    return Check("kernel_headers", False, f"{real}: {why}; BCC programs must use only UAPI contexts "
+                 "(no kernel-internal structs)")  # fmt: skip
 
 
 @capability("bcc_compile", requires=[BCC_IMPORT], runs_python=True)

@@ -82,3 +82,37 @@ def test_the_doctor_plan_is_derived_from_the_declarations() -> None:
     empty = doctor.Report("node", "6.1.0", {n: Check(n, False, "absent") for n in names}).steps()
     needy = {f"{n}: {s.title}" for n, c in REGISTRY.items() for s in c.steps if s.capabilities()}
     assert {k for k, v in empty.items() if v.startswith("unavailable: ")} == needy
+
+
+@pytest.mark.parametrize(
+    ("release", "version", "uts", "tree", "ok"),
+    [
+        # Debian's 6.1 guest: the ABI in uname -r, the version in uname -v.
+        (
+            "6.1.0-56-amd64",
+            "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-10-30)",
+            "6.1.0-56-amd64",
+            "6.1.192",
+            True,
+        ),
+        # Same ABI name, another build: the version does not match.
+        (
+            "6.1.0-56-amd64",
+            "#1 SMP PREEMPT_DYNAMIC Debian 6.1.190-1 (2026-09-01)",
+            "6.1.0-56-amd64",
+            "6.1.192",
+            False,
+        ),
+        # The lab VM: Debian's 6.1 headers linked for a 6.18 kernel.
+        ("6.18.44-fc-v669", "#1 SMP", "6.1.0-56-amd64", "6.1.192", False),
+        # A vanilla or Ubuntu build: the release is the whole story.
+        ("6.8.0-45-generic", "#45-Ubuntu SMP", "6.8.0-45-generic", "6.8.0-45-generic", True),
+        ("6.8.0-45-generic", "#45-Ubuntu SMP", "", "", False),
+    ],
+)
+def test_headers_are_matched_by_content_not_by_release_string(
+    release: str, version: str, uts: str, tree: str, ok: bool
+) -> None:
+    from netlab.probes.bcc import headers_match
+
+    assert headers_match(release, version, uts, tree)[0] is ok

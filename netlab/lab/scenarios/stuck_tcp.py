@@ -190,6 +190,8 @@ class StuckTcp(Scenario):
                       "pinned", f"{pins}/maps/cilium_sock_ops"], check=False)  # fmt: skip
         remove_cgroup(cgroup, "sock_ops")
         host.run(["rm", "-rf", pins, names["log"]], check=False)
+        # The log's directory too, once nothing else of the prefix is in it.
+        host.run(["rmdir", os.path.dirname(names["log"])], check=False)
         wait_programs_gone([names["sockops"], names["sk_msg"]])
 
 
