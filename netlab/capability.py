@@ -44,17 +44,15 @@ class Capability:
     name: str
     probe: Callable[[Target, Node], Check]
     requires: tuple[Capability, ...] = ()
-    # Probes that run Python on the node (BCC, say) rather than plain commands.
-    runs_python: bool = False
 
 
 def capability(
-    name: str, *, requires: Iterable[Capability] = (), runs_python: bool = False
+    name: str, *, requires: Iterable[Capability] = ()
 ) -> Callable[[Callable[[Target, Node], Check]], Capability]:
     """Declare a capability from its probe function."""
 
     def wrap(func: Callable[[Target, Node], Check]) -> Capability:
-        return Capability(name, func, tuple(requires), runs_python)
+        return Capability(name, func, tuple(requires))
 
     return wrap
 
@@ -92,8 +90,6 @@ class Node:
     kernel: str = ""
     checks: dict[str, Check] = field(default_factory=dict)
     masked: frozenset[str] = frozenset()
-    # Set when netlab cannot run Python on the node: such probes are answered "unknown".
-    no_python: str = ""
 
     def check(self, cap: Capability) -> Check:
         if cap.name in self.masked:
@@ -107,8 +103,6 @@ class Node:
             answer = Check(cap.name, False, f"needs {', '.join(missing)}")
         elif unknown:
             answer = Check(cap.name, None, f"depends on {', '.join(unknown)}, which could not be determined")
-        elif cap.runs_python and self.no_python:
-            answer = Check(cap.name, None, self.no_python)
         elif self.target is None:
             answer = Check(cap.name, None, "not probed")
         else:

@@ -50,6 +50,11 @@ def sweep_orphans(target: Target | None = None, *, everything: bool = False) -> 
             removed.append(path)
         except NetlabError:
             pass
+    # CO-RE objects copied to a remote node for one run (bpf_build.place).
+    for obj in _list(target, "/tmp"):
+        owner = naming.probe_owner("_".join(obj.rsplit("/", 1)[-1].split("_")[:3]))
+        if "_obj_" in obj and (everything or owner is None or not naming.pid_alive(owner)):
+            pins.append(obj)
     for pin in pins:
         if target.run(["rm", "-f", pin], check=False).ok:
             removed.append(pin)
@@ -99,6 +104,7 @@ def leftovers(target: Target | None = None) -> list[str]:
                   if naming.owned(x.get("name", ""))]  # fmt: skip
     pins = host.run(["find", mounts.BPFFS, "-name", f"{naming.PREFIX}*"], check=False).stdout.split()
     found += [f"pin {p}" for p in pins]
+    found += [f"object {o}" for o in _list(host, "/tmp") if "_obj_" in o]
     for base in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
         found += [f"cgroup {c}" for c in _list(host, base)]
     found += [f"tracefs {i}" for i in _all_owned(host, "instances")]

@@ -16,9 +16,8 @@ import pandas as pd
 
 from netlab import mounts
 from netlab.capability import Capability, Check, Node, capability
-from netlab.errors import NetlabError
 from netlab.investigations import REGISTRY
-from netlab.probes import bcc, tracefs
+from netlab.probes import bcc
 from netlab.targets import Target, open_target
 
 _CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_SYS_RESOURCE": 24, "CAP_PERFMON": 38, "CAP_BPF": 39}
@@ -44,7 +43,7 @@ def PRIVILEGES(target: Target, node: Node) -> Check:
 # tracing a node offers decides what the next mechanisms can be.
 FACTS: tuple[Capability, ...] = (
     PRIVILEGES,
-    tracefs.KPROBES,
+    bcc.KPROBES,
     bcc.KERNEL_HEADERS,
     bcc.BCC_COMPILE,
     bcc.RAW_TRACEPOINT,
@@ -134,30 +133,17 @@ class Report:
 def check(target: str | Target | None = None) -> Report:
     """Probe ``target`` (default: this machine) and return the :class:`Report`.
 
-    A remote node runs its own ``netlab doctor --json`` when netlab is installed there;
-    otherwise the probes that only need commands run through the target and the ones
-    that run Python on the node say so.
+    Every probe runs through the target, as the steps' own mechanisms will: plain
+    commands, and small Python programs (BCC) run by the node's ``python3``. Nothing
+    assumes netlab is installed on the node.
     """
     tgt = open_target(target)
-    no_python = ""
-    if not tgt.is_local:
-        try:
-            data = tgt.run_netlab(["doctor"])
-            report = Report.from_dict(data)
-            report.target, report.via = tgt.url, f"netlab doctor run on the node through {tgt.url}"
-            return report
-        except NetlabError as exc:
-            if "needs netlab installed" not in exc.message:
-                raise
-            no_python = "needs netlab installed on the node"
     kernel = tgt.run(["uname", "-r"]).stdout.strip()
-    node = Node(tgt, kernel, no_python=no_python)
+    node = Node(tgt, kernel)
     for cap in capabilities():
         node.check(cap)
-    report = Report(tgt.url, kernel, node.checks)
-    if no_python:
-        report.via = "commands through the target; netlab is not installed on the node"
-    return report
+    via = "probed from this process" if tgt.is_local else f"probed through {tgt.url}"
+    return Report(tgt.url, kernel, node.checks, via)
 
 
 def frame(target: str | Target | None = None) -> pd.DataFrame:

@@ -15,6 +15,8 @@ import sys
 from netlab.capability import Check, Node, capability
 from netlab.targets import Target
 
+OS_PYTHON = "/usr/bin/python3"
+
 _COMPILE = """
 from bcc import BPF
 import bcc
@@ -30,6 +32,16 @@ b = BPF(text="KFUNC_PROBE(tcp_recvmsg) { return 0; }")
 b.cleanup()
 """
 
+# Attached the way a BCC trace attaches it (perf_event_open; BCC falls back to
+# kprobe_events itself on kernels without the kprobe PMU), then detached.
+_KPROBE = """
+from bcc import BPF
+b = BPF(text="int netlab_kprobe(void *ctx) { return 0; }")
+b.attach_kprobe(event="tcp_recvmsg", fn_name="netlab_kprobe")
+print(b.num_open_kprobes())
+b.cleanup()
+"""
+
 _RAW_TP = """
 from bcc import BPF
 b = BPF(text="RAW_TRACEPOINT_PROBE(kfree_skb) { return 0; }")
@@ -38,8 +50,11 @@ b.cleanup()
 
 
 def run_python(target: Target, code: str, timeout: float = 60) -> tuple[bool, str]:
-    """Run ``code`` with the node's Python; (succeeded, stdout or the last error line)."""
-    python = sys.executable if target.is_local else "python3"
+    """Run ``code`` with the node's Python; (succeeded, stdout or the last error line).
+
+    On a remote node that is the OS interpreter, which the OS's BCC package
+    (python3-bpfcc) installs into, whatever a login's PATH puts first (pyenv, say)."""
+    python = sys.executable if target.is_local else OS_PYTHON if target.exists(OS_PYTHON) else "python3"
     result = target.run([python, "-c", code], timeout=timeout, check=False)
     if result.ok:
         return True, result.stdout.strip()
@@ -47,7 +62,7 @@ def run_python(target: Target, code: str, timeout: float = 60) -> tuple[bool, st
     return False, (lines[-1] if lines else result.brief_error())[:200]
 
 
-@capability("bcc_import", runs_python=True)
+@capability("bcc_import")
 def BCC_IMPORT(target: Target, node: Node) -> Check:
     ok, out = run_python(target, "import bcc; print(getattr(bcc, '__version__', '?'))", 30)
     return Check("bcc_import", ok, f"bcc {out} (OS package python3-bpfcc)" if ok else out)
@@ -95,7 +110,7 @@ def KERNEL_HEADERS(target: Target, node: Node) -> Check:
                  "(no kernel-internal structs)")  # fmt: skip
 
 
-@capability("bcc_compile", requires=[BCC_IMPORT], runs_python=True)
+@capability("bcc_compile", requires=[BCC_IMPORT])
 def BCC_COMPILE(target: Target, node: Node) -> Check:
     ok, out = run_python(target, _COMPILE)
     if not ok:
@@ -104,13 +119,13 @@ def BCC_COMPILE(target: Target, node: Node) -> Check:
     return Check("bcc_compile", True, f"compiled and loaded a trivial program{note}")
 
 
-@capability("raw_tracepoint", requires=[BCC_COMPILE], runs_python=True)
+@capability("raw_tracepoint", requires=[BCC_COMPILE])
 def RAW_TRACEPOINT(target: Target, node: Node) -> Check:
     ok, out = run_python(target, _RAW_TP)
     return Check("raw_tracepoint", ok, "attached a raw tracepoint on kfree_skb via BCC" if ok else out)
 
 
-@capability("fentry", requires=[BCC_COMPILE], runs_python=True)
+@capability("fentry", requires=[BCC_COMPILE])
 def FENTRY(target: Target, node: Node) -> Check:
     ok, out = run_python(target, _FENTRY)
     if not ok and "super-user" in out:
@@ -119,3 +134,13 @@ def FENTRY(target: Target, node: Node) -> Check:
     return Check(
         "fentry", ok, "loaded an fentry program on tcp_recvmsg" if ok else f"fentry load failed: {out}"
     )
+
+
+@capability("kprobes", requires=[BCC_COMPILE])
+def KPROBES(target: Target, node: Node) -> Check:
+    ok, out = run_python(target, _KPROBE)
+    if ok and out.strip() == "1":
+        return Check(
+            "kprobes", True, "attached a kprobe on tcp_recvmsg via BCC (perf_event_open) and removed it"
+        )
+    return Check("kprobes", False, f"attaching a kprobe on tcp_recvmsg failed: {out}")

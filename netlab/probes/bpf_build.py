@@ -9,12 +9,13 @@ for this kernel, which BCC with mismatched headers cannot promise.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from importlib import resources
 
 from netlab import naming
-from netlab.capability import Check, Node, capability, command
+from netlab.capability import Check, Node, capability
 from netlab.errors import CapabilityMissing, NetlabError
 from netlab.targets import LocalTarget, Target
 
@@ -22,23 +23,44 @@ BTF = "/sys/kernel/btf/vmlinux"
 
 
 def cache_dir(target: Target) -> str:
+    """The directory, on the machine running netlab, that holds what is built for the
+    node's kernel release."""
     release = target.run(["uname", "-r"]).stdout.strip()
     return os.path.join(os.environ.get("NETLAB_CACHE", "/var/cache/netlab"), release)
 
 
+def btf_file(target: Target) -> str:
+    """A local path of the node's kernel BTF: the file itself here, or a copy fetched
+    once from a remote node (base64 over the target: the transport carries text)."""
+    host = target.host()
+    if not host.exists(BTF):
+        raise CapabilityMissing(f"{host.url}: no {BTF}: CO-RE programs cannot be built")
+    if host.is_local:
+        return BTF
+    copy = os.path.join(cache_dir(host), "vmlinux.btf")
+    if not os.path.exists(copy):
+        os.makedirs(os.path.dirname(copy), exist_ok=True)
+        data = base64.b64decode(host.run(["base64", "-w0", BTF], timeout=120).stdout)
+        with open(f"{copy}.{os.getpid()}.tmp", "wb") as out:
+            out.write(data)
+        os.replace(f"{copy}.{os.getpid()}.tmp", copy)
+    return copy
+
+
 def vmlinux_h(target: Target) -> str:
-    """Path of the cached ``vmlinux.h`` for the running kernel, generating it once."""
+    """Local path of the cached ``vmlinux.h`` for the node's kernel, generated once from
+    its BTF."""
     directory = cache_dir(target)
     header = os.path.join(directory, "vmlinux.h")
-    if target.exists(header):
+    if os.path.exists(header):
         return header
-    if not target.exists(BTF):
-        raise CapabilityMissing(f"{target.url}: no {BTF}: CO-RE programs cannot be built")
-    target.run(["mkdir", "-p", directory])
-    dump = target.run(["bpftool", "btf", "dump", "file", BTF, "format", "c"], timeout=120)
+    btf = btf_file(target)
+    os.makedirs(directory, exist_ok=True)
+    dump = LocalTarget().run(["bpftool", "btf", "dump", "file", btf, "format", "c"], timeout=120)
     tmp = f"{header}.{os.getpid()}.tmp"
-    target.write_text(tmp, dump.stdout)
-    target.run(["mv", "-f", tmp, header])
+    with open(tmp, "w") as out:
+        out.write(dump.stdout)
+    os.replace(tmp, header)
     return header
 
 
@@ -63,23 +85,23 @@ def build(
     one is found by name like everything else netlab makes (the kernel keeps 15
     characters of it).
     """
+    # Built here, for the node's kernel (its BTF), and loaded there: what CO-RE is for.
     target = (target or LocalTarget()).host()
-    if not target.is_local:
-        raise NetlabError("CO-RE objects are built on the node: run this step through `netlab` there")
+    local = LocalTarget()
     text = source_text(name, package)
     named = {"PROBE_NAME": f"{naming.PREFIX}_{name.removesuffix('.bpf.c')}", **(defines or {})}
     flags = [f"-D{k}={v}" for k, v in sorted(named.items())]
     digest = hashlib.sha256("\n".join([text, *flags]).encode()).hexdigest()[:16]
     directory = cache_dir(target)
     obj = os.path.join(directory, f"{name.removesuffix('.bpf.c')}-{digest}.o")
-    if target.exists(obj):
+    if os.path.exists(obj):
         return obj
     header = vmlinux_h(target)
     src = os.path.join(directory, f"{name.removesuffix('.bpf.c')}-{digest}.bpf.c")
-    target.write_text(src, text)
-    if target.which("clang") is None:
-        raise CapabilityMissing(f"{target.url}: clang is missing", "apt-get install clang libbpf-dev")
-    result = target.run(
+    local.write_text(src, text)
+    if local.which("clang") is None:
+        raise CapabilityMissing("clang is missing on this machine", "apt-get install clang libbpf-dev")
+    result = local.run(
         [
             "clang", "-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86",
             "-I", os.path.dirname(header), "-I", "/usr/include/x86_64-linux-gnu",
@@ -90,7 +112,7 @@ def build(
     )  # fmt: skip
     if not result.ok:
         raise NetlabError(f"compiling {name} failed: {result.brief_error()}")
-    target.run(["mv", "-f", f"{obj}.tmp", obj])
+    os.replace(f"{obj}.tmp", obj)
     return obj
 
 
@@ -105,4 +127,23 @@ def BTF_FILE(target: Target, node: Node) -> Check:
     return Check("btf", False, f"{BTF}: {result.brief_error() if not result.ok else 'no BTF magic'}")
 
 
-CLANG = command("clang", ["clang", "--version"], "clang is missing: CO-RE objects cannot be built")
+@capability("clang")
+def CLANG(target: Target, node: Node) -> Check:
+    """clang on the machine running netlab, which builds the node's CO-RE objects."""
+    result = LocalTarget().run(["clang", "--version"], check=False)
+    if not result.ok:
+        return Check("clang", False, "clang is missing on this machine: CO-RE objects cannot be built")
+    return Check("clang", True, f"{result.stdout.splitlines()[0].strip()} (on this machine)")
+
+
+def place(obj: str, target: Target) -> str:
+    """The object's path on the node: itself here; on a remote node a copy under /tmp
+    named ``<prefix>_obj_<pid>_...`` (the caller removes it; a sweep removes those of
+    dead runs)."""
+    host = target.host()
+    if host.is_local:
+        return obj
+    remote = f"/tmp/{naming.probe_name('obj')}_{os.path.basename(obj)}"
+    with open(obj, "rb") as handle:
+        host.run(["dd", f"of={remote}", "status=none"], input=handle.read(), timeout=60)
+    return remote

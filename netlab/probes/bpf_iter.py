@@ -19,17 +19,19 @@ from netlab.targets import Target
 
 
 def run(source: str, target: Target, *, timeout: float = 30, defines: dict[str, str] | None = None) -> str:
-    """Build ``source`` (a ``netlab/probes/bpf`` file), run it once, return its output."""
+    """Build ``source`` (a ``netlab/probes/bpf`` file) for the node's kernel, run it once
+    on the node, return its output."""
     host = target.host()
     obj = bpf_build.build(source, host, defines=defines)
     base = mounts.bpffs(host)
     pin = f"{base}/{naming.probe_name('iter')}"
     host.run(["rm", "-f", pin])
+    placed = bpf_build.place(obj, host)
     try:
-        host.run(["bpftool", "iter", "pin", obj, pin], timeout=timeout)
+        host.run(["bpftool", "iter", "pin", placed, pin], timeout=timeout)
         return target.run(["cat", pin], timeout=timeout).stdout
     finally:
-        host.run(["rm", "-f", pin], check=False)
+        host.run(["rm", "-f", pin, *([placed] if placed != obj else [])], check=False)
 
 
 @capability("bpf_iter", requires=[bpf_build.BTF_FILE, BPFTOOL, bpf_build.CLANG])

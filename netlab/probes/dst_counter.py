@@ -20,7 +20,7 @@ from netlab.capability import Mechanism
 from netlab.collectors import rt6
 from netlab.errors import NetlabError
 from netlab.probes import bpf_build, bpf_iter
-from netlab.targets import Target
+from netlab.targets import LocalTarget, Target
 
 
 @dataclass
@@ -38,21 +38,22 @@ class DstCounter:
 
 
 def runqueues_offset(target: Target) -> int:
-    """The link-time offset of ``runqueues`` in .data..percpu, from the kernel's BTF."""
-    directory = bpf_build.cache_dir(target)
-    cached = os.path.join(directory, "runqueues.offset")
-    text = target.try_read_text(cached)
-    if text and text.strip().isdigit():
-        return int(text)
-    dump = target.run(["bpftool", "btf", "dump", "file", bpf_build.BTF, "format", "raw"], timeout=120).stdout
+    """The link-time offset of ``runqueues`` in .data..percpu, from the node's BTF (read
+    on the machine running netlab, cached beside the node's other build products)."""
+    cached = os.path.join(bpf_build.cache_dir(target), "runqueues.offset")
+    if os.path.exists(cached):
+        return int(open(cached).read())
+    btf = bpf_build.btf_file(target)
+    dump = LocalTarget().run(["bpftool", "btf", "dump", "file", btf, "format", "raw"], timeout=120).stdout
     var = re.search(r"^\[(\d+)\] VAR 'runqueues'", dump, re.M)
     if not var:
         raise NetlabError(f"{target.url}: no BTF variable 'runqueues': per-CPU offsets cannot be measured")
     offset = re.search(rf"type_id={var.group(1)} offset=(\d+) size=\d+ \(VAR 'runqueues'\)", dump)
     if not offset:
         raise NetlabError(f"{target.url}: runqueues is not in BTF's .data..percpu section")
-    target.run(["mkdir", "-p", directory])
-    target.write_text(cached, offset.group(1))
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    with open(cached, "w") as out:
+        out.write(offset.group(1))
     return int(offset.group(1))
 
 

@@ -174,22 +174,3 @@ def TRACEPOINTS(target: Target, node: Node) -> Check:
     if state != "1":
         return Check("tracepoints", False, "skb:kfree_skb did not stay enabled")
     return Check("tracepoints", True, "enabled skb:kfree_skb in a private tracefs instance, removed it")
-
-
-@capability("kprobes", requires=[mounts.TRACEFS])
-def KPROBES(target: Target, node: Node) -> Check:
-    """Define a kprobe event on tcp_recvmsg and remove it."""
-    host = target.host()
-    base = mounts.tracefs(host)
-    events = f"{base}/kprobe_events"
-    if not host.exists(events):
-        return Check("kprobes", False, f"no {events}: kernel built without CONFIG_KPROBES")
-    name = naming.probe_name("kp")
-    try:
-        host.write_text(events, f"p:{name} tcp_recvmsg\n", append=True)
-    except NetlabError as exc:
-        return Check("kprobes", False, f"defining a kprobe on tcp_recvmsg failed: {exc.message}")
-    if not host.exists(f"{base}/events/kprobes/{name}"):
-        return Check("kprobes", False, "kprobe definition was accepted but no event appeared")
-    host.write_text(events, f"-:{name}\n", append=True)
-    return Check("kprobes", True, "defined and removed a kprobe on tcp_recvmsg")

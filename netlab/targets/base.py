@@ -156,27 +156,5 @@ class Target(ABC):
                 f"{self.url}: `{shlex.join(argv)}` printed invalid JSON at line {exc.lineno}"
             ) from None
 
-    def run_netlab(self, args: Sequence[str], *, timeout: float = 120) -> Any:
-        """Run netlab's own CLI on the node with ``--json`` and return the parsed output.
-
-        Steps that need code on the node (BCC, BPF objects) go through this, so a
-        remote node runs them itself.
-        """
-        result = self.run(self.netlab_argv() + list(args) + ["--json"], timeout=timeout, check=False)
-        if result.returncode == 127:
-            raise NetlabError(
-                f"{self.url}: this step needs netlab installed on the node",
-                "install it there (make setup) so that `netlab` is on root's PATH",
-            )
-        if not result.ok:
-            raise NetlabError(f"{self.url}: netlab {' '.join(args)} failed: {result.brief_error()}")
-        try:
-            return json.loads(result.stdout)
-        except json.JSONDecodeError:
-            raise NetlabError(f"{self.url}: netlab {' '.join(args)} printed no JSON") from None
-
-    def netlab_argv(self) -> list[str]:
-        return ["netlab"]
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"

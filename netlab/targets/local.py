@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 
 from netlab import params
@@ -45,10 +44,6 @@ class LocalTarget(Target):
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
-
-    def netlab_argv(self) -> list[str]:
-        # The same installation as the caller, whatever its PATH.
-        return [sys.executable, "-m", "netlab"]
 
 
 class NetnsTarget(LocalTarget):
