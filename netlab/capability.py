@@ -3,7 +3,8 @@
 - A :class:`Capability` is one question about a node ("can a tracepoint be enabled in a
   private tracefs instance?"), answered by *trying it* through the node's target. The
   probe lives beside the code that needs it (``probes/tracefs.py`` holds the tracepoint
-  and kprobe probes, ``collectors/ss.py`` the ``ss`` one...), as retis keeps ``can_run``
+  probe, ``probes/bcc.py`` the BCC and kprobe ones, ``collectors/ss.py`` the ``ss``
+  one...), as retis keeps ``can_run``
   beside each collector.
 - A :class:`Mechanism` is one way a step collects its data, with the capabilities it
   needs; it is declared beside the collector that implements it.
@@ -20,8 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 from netlab.errors import NetlabError
 from netlab.targets import Target
@@ -115,9 +115,6 @@ class Node:
 
     def ok(self, cap: Capability) -> bool:
         return bool(self.check(cap).available)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {name: asdict(check) for name, check in self.checks.items()}
 
 
 @dataclass(frozen=True, eq=False)

@@ -2,7 +2,8 @@
 
 Probes remove themselves in ``finally`` blocks; this sweep handles what survives a
 ``kill -9`` of their process (a restarted or killed Jupyter kernel): tracefs instances,
-iterator pins and kprobe events named ``<prefix>_<kind>_<pid>`` whose pid is dead. With
+iterator pins and CO-RE objects copied to a node, named ``<prefix>_<kind>_<pid>``, whose
+pid is dead. With
 ``everything`` it also removes live ones and tears the lab down. :func:`leftovers`
 lists, by name, everything of netlab's still on a node: what tests assert empty after
 each scenario and at the end of the suite.
@@ -17,22 +18,6 @@ from netlab import mounts, naming
 from netlab.errors import NetlabError
 from netlab.probes import bpf_iter, tracefs
 from netlab.targets import LocalTarget, Target
-
-
-def _kprobe_orphans(target: Target, everything: bool) -> list[str]:
-    try:
-        base = mounts.tracefs(target, mount=False)
-    except NetlabError:
-        return []
-    text = target.try_read_text(f"{base}/kprobe_events") or ""
-    names = []
-    for line in text.splitlines():
-        # p:kprobes/nlab_kp_123 tcp_recvmsg
-        event = line.split()[0].split(":", 1)[-1].split("/")[-1] if line.strip() else ""
-        owner = naming.probe_owner(event)
-        if naming.owned(event) and (everything or owner is None or not naming.pid_alive(owner)):
-            names.append(event)
-    return names
 
 
 def sweep_orphans(target: Target | None = None, *, everything: bool = False) -> list[str]:
@@ -60,10 +45,6 @@ def sweep_orphans(target: Target | None = None, *, everything: bool = False) -> 
             removed.append(pin)
     if isinstance(target, LocalTarget):
         removed += _kernel_runtime_orphans(everything)
-    for event in _kprobe_orphans(target, everything):
-        base = mounts.tracefs(target, mount=False)
-        target.write_text(f"{base}/kprobe_events", f"-:{event}\n", append=True)
-        removed.append(f"kprobe {event}")
     return removed
 
 
@@ -94,7 +75,7 @@ def _all_owned(target: Target, sub: str) -> list[str]:
 
 def leftovers(target: Target | None = None) -> list[str]:
     """Everything on the node named with netlab's prefix, live or orphaned: network
-    namespaces, BPF programs and pins, cgroups, tracefs instances, kprobe events, lab
+    namespaces, BPF programs and pins, CO-RE object copies, cgroups, tracefs instances, lab
     processes and private notebook-kernel directories."""
     host = (target or LocalTarget()).host()
     found = [f"netns {n.rsplit('/', 1)[-1]}" for n in _list(host, "/run/netns")]
@@ -108,7 +89,6 @@ def leftovers(target: Target | None = None) -> list[str]:
     for base in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
         found += [f"cgroup {c}" for c in _list(host, base)]
     found += [f"tracefs {i}" for i in _all_owned(host, "instances")]
-    found += [f"kprobe {e}" for e in _kprobe_orphans(host, everything=True)]
     for pid in host.run(["pgrep", "-f", r"python.* -m netlab\.lab\.[a-z]"], check=False).stdout.split():
         netns = host.run(["ip", "netns", "identify", pid], check=False).stdout.strip()
         # Lab processes of a parallel run with another prefix are not ours.

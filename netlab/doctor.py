@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from netlab import mounts
-from netlab.capability import Capability, Check, Node, capability
+from netlab.capability import Capability, Check, Node, capability, masked_from_env
 from netlab.investigations import REGISTRY
 from netlab.probes import bcc
 from netlab.targets import Target, open_target
@@ -139,7 +139,8 @@ def check(target: str | Target | None = None) -> Report:
     """
     tgt = open_target(target)
     kernel = tgt.run(["uname", "-r"]).stdout.strip()
-    node = Node(tgt, kernel)
+    # NETLAB_MASK applies here as in a run, so the plan shown is the plan a run follows.
+    node = Node(tgt, kernel, masked=masked_from_env())
     for cap in capabilities():
         node.check(cap)
     via = "probed from this process" if tgt.is_local else f"probed through {tgt.url}"

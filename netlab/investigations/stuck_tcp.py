@@ -9,8 +9,7 @@ plain ``tcp_recvmsg`` handler, waits forever. The connection is ESTABLISHED, its
 counters do not move, and only node-to-local-pod traffic is affected.
 
 Steps: narrow the scope (probe matrix); socket counters of a stuck flow; which receive
-handler each socket of the flow uses (BPF TCP iterator; a kprobe trace where kprobes
-exist); dump and decode the sockmap; find stale entries; verdict. Read-only: the probes
+handler each socket of the flow uses (BPF TCP iterator); dump and decode the sockmap; find stale entries; verdict. Read-only: the probes
 are HTTP requests, a BPF iterator (pinned, read, unpinned) and map dumps.
 """
 

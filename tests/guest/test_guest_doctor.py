@@ -5,6 +5,7 @@ and each step's plan follows from the answers."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.guest
 
 
 @pytest.fixture(scope="module")
-def report(booted_guest: guest.Guest) -> doctor.Report:
+def report(booted_guest: guest.Guest) -> Iterator[doctor.Report]:
     mp = pytest.MonkeyPatch()
     mp.setenv("NETLAB_SSH_CONFIG", booted_guest.ssh_config)
     try:
