@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from netlab import mounts, naming
+from netlab import mounts, naming, ship
 from netlab.errors import NetlabError
 from netlab.probes import bpf_iter, tracefs
 from netlab.targets import LocalTarget, Target
@@ -97,16 +97,19 @@ def leftovers(target: Target | None = None) -> list[str]:
     # The guest node's emulator, named on its command line (netlab.lab.guest).
     guest = host.run(["pgrep", "-f", f"process={naming.PREFIX}_guest"], check=False).stdout.split()
     found += [f"guest node process {pid}" for pid in guest]
+    if not host.is_local and host.exists(ship.APP):
+        found.append(f"shipped code {ship.APP}")
     runtime = naming.runtime_base()
     if isinstance(host, LocalTarget) and runtime.is_dir():
         found += [f"runtime {e}" for e in runtime.glob(f"{naming.PREFIX}_kernel_*")]
     return found
 
 
-def sweep_everything() -> list[str]:
-    """``netlab cleanup --all``: every probe object and every lab scenario."""
+def sweep_everything(target: Target | None = None) -> list[str]:
+    """``netlab cleanup --all``: every probe object and every lab scenario (on ``target``:
+    with them netlab's code shipped there for the lab)."""
     from netlab import lab
 
-    removed = sweep_orphans(everything=True)
-    removed += lab.down(all=True)
+    removed = sweep_orphans(target, everything=True)
+    removed += lab.down(all=True, target=target)
     return removed

@@ -50,7 +50,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
                 )
         return 0
     if args.lab_command == "up":
-        params = lab.up(args.name, healthy=args.healthy)
+        params = lab.up(args.name, healthy=args.healthy, target=args.target)
         if args.json:
             _print_json(params)
         else:
@@ -59,15 +59,15 @@ def cmd_lab(args: argparse.Namespace) -> int:
             _print_json(params)
         return 0
     if args.lab_command == "verify":
-        result = lab.verify(args.name)
+        result = lab.verify(args.name, target=args.target)
         if args.json:
             _print_json({"scenario": result.scenario, "healthy": result.healthy, "ok": result.ok,
-                         "checks": result.frame().to_dict(orient="records")})  # fmt: skip
+                         "checks": [vars(c) for c in result.checks]})  # fmt: skip
         else:
             print(result.text())
         return 0 if result.ok else 1
     if args.lab_command == "status":
-        rows = lab.status()
+        rows = lab.status(target=args.target)
         if args.json:
             _print_json(rows)
         else:
@@ -77,15 +77,18 @@ def cmd_lab(args: argparse.Namespace) -> int:
     if args.lab_command == "down":
         if not args.name and not args.all:
             raise NetlabError("lab down: name a scenario or use --all")
-        removed = lab.down(args.name, all=args.all)
+        removed = lab.down(args.name, all=args.all, target=args.target)
         if args.json:
             _print_json({"removed": removed})
         else:
             print("removed: " + (", ".join(removed) if removed else "nothing was up"))
         return 0
+    if args.lab_command == "reproduce":
+        _print_json(lab.reproduction(args.name, target=args.target)())
+        return 0
     if args.lab_command == "guest":
         return _cmd_guest(args)
-    raise NetlabError("lab: choose list, up, verify, status, down or guest")
+    raise NetlabError("lab: choose list, up, verify, status, down, reproduce or guest")
 
 
 def _cmd_guest(args: argparse.Namespace) -> int:
@@ -147,8 +150,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
     from netlab import cleanup
+    from netlab.targets import open_target
 
-    removed = cleanup.sweep_everything() if args.all else cleanup.sweep_orphans()
+    target = open_target(args.target)
+    removed = cleanup.sweep_everything(target) if args.all else cleanup.sweep_orphans(target)
     if args.json:
         _print_json({"removed": removed})
     else:
@@ -242,20 +247,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lab", help="reproduce the incidents in network namespaces")
     lab_sub = p.add_subparsers(dest="lab_command", required=True)
-    for name, helptext in (("list", "the scenarios"), ("status", "what is up")):
-        q = lab_sub.add_parser(name, help=helptext)
-        q.add_argument("--json", action="store_true")
+    q = lab_sub.add_parser("list", help="the scenarios")
+    q.add_argument("--json", action="store_true")
+    on_node = "build it on this node (ssh://...): netlab ships its own code there for the lab"
+    q = lab_sub.add_parser("status", help="what is up")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--target", default=None, help=on_node)
     q = lab_sub.add_parser("up", help="bring a scenario up (idempotent)")
     q.add_argument("name")
     q.add_argument("--healthy", action="store_true", help="the same topology without the fault")
     q.add_argument("--json", action="store_true")
+    q.add_argument("--target", default=None, help=on_node)
     q = lab_sub.add_parser("verify", help="demonstrate the symptom (or that the healthy twin works)")
     q.add_argument("name")
     q.add_argument("--json", action="store_true")
+    q.add_argument("--target", default=None, help=on_node)
+    q = lab_sub.add_parser("reproduce", help="make the incident's traffic once; print what it saw (JSON)")
+    q.add_argument("name")
+    q.add_argument("--target", default=None, help=on_node)
     q = lab_sub.add_parser("down", help="remove a scenario, or everything netlab made")
     q.add_argument("name", nargs="?")
     q.add_argument("--all", action="store_true", help="also any leftovers and the guest node")
     q.add_argument("--json", action="store_true")
+    q.add_argument("--target", default=None, help=on_node)
     q = lab_sub.add_parser("guest", help="a second node: Debian's 6.1 kernel in a VM, reached over ssh")
     guest_sub = q.add_subparsers(dest="guest_command", required=True)
     g = guest_sub.add_parser("up", help="boot it (idempotent); prints its target URL and ssh config")
@@ -289,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cleanup", help="remove probes left by killed netlab processes")
     p.add_argument("--all", action="store_true", help="also live probes and every lab scenario")
+    p.add_argument("--target", default="local", help="the node to clean (local or ssh://...), default local")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cleanup)
 

@@ -7,13 +7,16 @@ told from a copy held only by an old program.
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from netlab.capability import Check, Mechanism, Node, capability, command
 from netlab.decoders import MapEntry, parse_map_dump_json
 from netlab.decoders.bpftool_show import HOOK_NAMES, cgroups_from_json, maps_from_json, programs_from_json
 from netlab.errors import NetlabError
 from netlab.targets import Target
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["HOOK_NAMES", "cgroup_attachments", "dump", "maps", "programs"]
 
@@ -25,6 +28,7 @@ _ATTACHMENTS = ["cgroup", "hook", "position", "prog_id", "name", "attach_flags",
 
 def programs(target: Target) -> pd.DataFrame:
     """Every loaded program: id, type, name, tag, load time, map ids, pins."""
+
     return programs_from_json(target.host().run_json(["bpftool", "-j", "-f", "prog", "show"]) or [])[
         _PROGRAMS
     ]
@@ -32,6 +36,7 @@ def programs(target: Target) -> pd.DataFrame:
 
 def maps(target: Target) -> pd.DataFrame:
     """Every map: id, type, name (15 characters at most), key/value sizes, pins."""
+
     return maps_from_json(target.host().run_json(["bpftool", "-j", "-f", "map", "show"]) or [])[_MAPS]
 
 
@@ -42,6 +47,7 @@ def cgroup_attachments(target: Target, root: str) -> pd.DataFrame:
     kernel keeps them; for multi-attach that is attach order, and the kernel runs them
     first to last (FIFO), so ``position`` 1 runs first.
     """
+
     groups = target.host().run_json(["bpftool", "-j", "cgroup", "tree", root]) or []
     return cgroups_from_json(groups)[_ATTACHMENTS]
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import asdict, dataclass
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from netlab import params
 from netlab.capability import Mechanism, command
 from netlab.errors import NetlabError
 from netlab.targets import Target
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # curl exit codes: 28 = operation timed out, 7 = failed to connect.
 CURL_TIMEOUT = 28
@@ -117,6 +119,8 @@ def port_range(value: int | str, param: str = "local_port") -> str:
 
 
 def frame(results: list[ProbeResult]) -> pd.DataFrame:
+    import pandas as pd  # here: the lab runs these on nodes without pandas (netlab.ship)
+
     return pd.DataFrame([asdict(r) for r in results])
 
 
@@ -140,8 +144,18 @@ class HeldRequest:
     def __enter__(self) -> HeldRequest:
         import time
 
+        target, address, port, _ = self.args
         self._thread.start()
-        time.sleep(0.5)  # connected and request sent
+        # Until the flow is established (a remote node takes a while to start curl), then
+        # a little longer for the request to be sent; bounded by the hold itself.
+        deadline = time.monotonic() + min(5.0, float(self.kwargs["timeout"] or 5.0))
+        peer = f"[{address}]" if ":" in str(address) else str(address)
+        while time.monotonic() < deadline and self._thread.is_alive():
+            listed = target.run(["ss", "-Htn", "state", "established", "dst", f"{peer}:{port}"], check=False)
+            if listed.stdout.strip():
+                break
+            time.sleep(0.1)
+        time.sleep(0.3)
         return self
 
     def __exit__(self, *exc: object) -> None:

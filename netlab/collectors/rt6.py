@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import re
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from netlab.capability import Check, Mechanism, Node, capability
 from netlab.decoders.damage import Damage, strict
 from netlab.errors import DecodeError
 from netlab.targets import Target
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Order of rt6_stats_seq_show() in net/ipv6/route.c. Column 6 is
 # dst_entries_get_slow(&net->ipv6.ip6_dst_ops): the exact (per-CPU summed) dst count.
@@ -44,6 +46,8 @@ def find_rt6_stats(text: str, *, damage: Damage | None = None) -> pd.DataFrame:
     lost or added: it raises (naming the line) unless ``damage`` tolerates it. Text with no
     reading at all raises.
     """
+    import pandas as pd  # here: the lab runs these on nodes without pandas (netlab.ship)
+
     damage = strict(damage)
     rows = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -77,6 +81,8 @@ def route_sysctls(target: Target) -> dict[str, int]:
 
 def table(targets: dict[str, Target]) -> pd.DataFrame:
     """rt6_stats and route sysctls side by side, one row per namespace, with headroom."""
+    import pandas as pd  # here: the lab runs these on nodes without pandas (netlab.ship)
+
     rows = []
     for where, target in targets.items():
         row: dict[str, object] = {"netns": where, **stats(target), **route_sysctls(target)}

@@ -13,36 +13,37 @@
   events) and :mod:`~netlab.decoders.bpftool_show` (prog/map show, cgroup tree).
 """
 
-from netlab.decoders.addresses import ip_to_hex
-from netlab.decoders.bpftool import (
-    MapEntry,
-    bpftool_key_hex,
-    bpftool_map_delete_argv,
-    parse_map_dump,
-    parse_map_dump_json,
-    parse_map_dump_text,
-)
-from netlab.decoders.bulk import decode_entries, decode_struct, encode
-from netlab.decoders.cilium import (
-    decode_lb_backends,
-    decode_lb_services,
-    decode_map,
-    decode_sockmap,
-    hex_to_port,
-    hex_to_ports,
-    lb_service_table,
-    sockmap_entries_per_ip,
-)
-from netlab.decoders.decoded import DecodedPaste
-from netlab.decoders.layout import (
-    Field,
-    MapLayout,
-    StructLayout,
-    detect_layout,
-    map_layout,
-    map_layouts,
-    struct_layout,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Each public name and the module that defines it, loaded on first use (PEP 562): the
+# parsers are stdlib-only, the bulk decoders need numpy and pandas, and the lab imports
+# the parsers on nodes that have neither (netlab.ship).
+_HOME = {
+    "ip_to_hex": "addresses",
+    **dict.fromkeys(["MapEntry", "bpftool_key_hex", "bpftool_map_delete_argv", "parse_map_dump",
+                     "parse_map_dump_json", "parse_map_dump_text"], "bpftool"),
+    **dict.fromkeys(["decode_entries", "decode_struct", "encode"], "bulk"),
+    **dict.fromkeys(["decode_lb_backends", "decode_lb_services", "decode_map", "decode_sockmap", "hex_to_port",
+                     "hex_to_ports", "lb_service_table", "sockmap_entries_per_ip"], "cilium"),
+    "DecodedPaste": "decoded",
+    **dict.fromkeys(["Field", "MapLayout", "StructLayout", "detect_layout", "map_layout", "map_layouts",
+                     "struct_layout"], "layout"),
+}  # fmt: skip
+
+if TYPE_CHECKING:
+    from netlab.decoders.decoded import DecodedPaste
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
 
 
 def decode(text: str, kind: str | None = None, layout: str | None = None) -> DecodedPaste:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from netlab.decoders.damage import Damage, strict
 from netlab.decoders.paste import is_elision
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PROGRAM_COLUMNS = ["prog_id", "type", "name", "tag", "gpl", "loaded_at", "uid", "run_time_ns", "run_cnt",
                    "bytes_xlated", "jited", "bytes_jited", "bytes_memlock", "map_ids", "btf_id", "pids", "pinned"]  # fmt: skip
@@ -89,6 +90,8 @@ def _pids(value: object) -> list[str]:
 
 def programs_from_json(objects: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """``bpftool -j prog show`` objects as rows."""
+    import pandas as pd  # here: the lab runs these on nodes without pandas (netlab.ship)
+
     rows = [
         {"prog_id": p.get("id"), "type": p.get("type"), "name": p.get("name", ""), "tag": p.get("tag"),
          "gpl": p.get("gpl_compatible"), "loaded_at": _loaded_at(p.get("loaded_at")), "uid": p.get("uid"),
@@ -103,6 +106,8 @@ def programs_from_json(objects: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 def maps_from_json(objects: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """``bpftool -j map show`` (or ``map list``) objects as rows."""
+    import pandas as pd  # here: the lab runs these on nodes without pandas (netlab.ship)
+
     rows = [
         {"map_id": m.get("id"), "type": m.get("type"), "name": m.get("name", ""), "flags": m.get("flags"),
          "key_size": m.get("bytes_key"), "value_size": m.get("bytes_value"), "max_entries": m.get("max_entries"),
@@ -118,6 +123,8 @@ def cgroup_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     the order bpftool listed them, with each hook's run ``position`` (1 runs first: the kernel
     keeps multi-attached programs in attach order and runs them first to last) and how many
     programs share the hook."""
+    import pandas as pd  # here: the lab runs these on nodes without pandas (netlab.ship)
+
     out: list[dict[str, Any]] = []
     position: dict[tuple[str, str], int] = {}
     for r in rows:

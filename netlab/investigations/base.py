@@ -279,7 +279,7 @@ class Investigation:
             return target, given
         from netlab import lab as labs
 
-        saved = labs.load_params(lab)
+        node, saved = labs.node_target(lab, open_target(target))
         for p in cls.params:
             if p.lab and p.name not in given:
                 value: Any = saved
@@ -289,21 +289,24 @@ class Investigation:
                     given[p.name] = {k: p.lab_format.format(x) for k, x in value.items()}
                 elif value not in (None, ""):
                     given[p.name] = p.lab_format.format(value) if p.lab_format != "{}" else value
-        if target == "local":
-            target = f"netns://{saved['node_netns']}"
-        return target, given
+        return node.url, given
 
     @classmethod
     def start(cls: type[T], target: str = "local", lab: str = "", **given: Any) -> T:
         """A run ready for its steps; see :meth:`resolve` for ``lab``."""
         target, given = cls.resolve(target, lab, **given)
         run = cls(target, **given)
+        if not run.target.host().is_local:
+            # What a killed run left on that node (this machine is swept by the notebook).
+            from netlab import cleanup
+
+            cleanup.sweep_orphans(run.target)
         if lab:
             from netlab import lab as labs
 
             # The scenario's own reproduction (its client, say), run by steps that open
             # a capture window: the lab is passed in, never imported by an investigation.
-            run.during = labs.reproduction(lab)
+            run.during = labs.reproduction(lab, run.target)
         return run
 
     @classmethod

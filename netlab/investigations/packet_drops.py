@@ -29,7 +29,7 @@ from netlab.errors import NetlabError
 from netlab.findings import HEALTHY, Findings
 from netlab.investigations.base import LIKELY, NOTHING, WORTH_A_LOOK, Evidence, Investigation, Param, Signal
 from netlab.probes import drops
-from netlab.targets import NetnsTarget, Target
+from netlab.targets import Target
 
 VERDICT = "netfilter-drop"
 # The window itself needs nothing: it runs whatever the other steps can collect here.
@@ -86,7 +86,7 @@ class PacketDrops(Investigation):
         v = self.values
         self.client, self.server, self.server_port = v["client"], v["server"], v["server_port"]
         self.duration, self.max_events = v["duration"], v["max_events"]
-        self.pod = NetnsTarget(v["pod_netns"]) if v["pod_netns"] else None
+        self.pod = self.target.host().netns(v["pod_netns"]) if v["pod_netns"] else None
         self.uplink, self.host_veth = v["uplink"], v["host_veth"]
         self._window: dict[str, Any] = {}
 

@@ -143,7 +143,9 @@ class RouteCache(Investigation):
 
     def prepare(self) -> None:
         v = self.values
-        self.pods = {name: open_target(url) for name, url in (v["pod_targets"] or {}).items()}
+        self.pods = {
+            name: open_target(url, node=self.target) for name, url in (v["pod_targets"] or {}).items()
+        }
         self.pod_ip6, self.pod_port = v["pod_ip6"], v["pod_port"]
         self.samples, self.interval = v["samples"], v["interval"]
         self.duration, self.max_events = v["duration"], v["max_events"]

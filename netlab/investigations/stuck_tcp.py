@@ -98,9 +98,10 @@ class StuckTcp(Investigation):
         if v["client_cgroup"]:
             mounts.require_cgroup2_dir(self.target.host(), v["client_cgroup"], "client_cgroup")
         self.cgroup = v["client_cgroup"] or None
-        self.pod = open_target(v["pod_target"]) if v["pod_target"] else None
-        self.peer = open_target(v["peer_target"]) if v["peer_target"] else None
-        self.remote = open_target(v["remote_target"]) if v["remote_target"] else None
+        # netns://NAME is a namespace of the node this run investigates.
+        self.pod = open_target(v["pod_target"], node=self.target) if v["pod_target"] else None
+        self.peer = open_target(v["peer_target"], node=self.target) if v["peer_target"] else None
+        self.remote = open_target(v["remote_target"], node=self.target) if v["remote_target"] else None
         self.sockmap = v["sockmap"]
 
     # --- 1. scope ------------------------------------------------------------------

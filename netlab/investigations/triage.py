@@ -25,9 +25,7 @@ def run(target: str | Target = "local", *, lab: str = "") -> list[Signal]:
     if lab:
         from netlab import lab as labs
 
-        params = labs.load_params(lab)
-        if tgt.url == "local":
-            tgt = open_target(f"netns://{params['node_netns']}")
+        tgt, _ = labs.node_target(lab, tgt)
     signals = []
     for cls in REGISTRY.values():
         try:

@@ -10,7 +10,11 @@ or from Python::
 
 ``up`` saves the scenario's parameters in ``/run/netlab`` (``$NETLAB_STATE``), so
 ``netlab run INVESTIGATION --lab NAME`` and notebooks pick them up; the lab stays up
-across processes until ``down``. Everything it makes is named with netlab's prefix,
+across processes until ``down``.
+
+Every command takes ``--target ssh://NODE`` (every function ``target=``): the lab is
+then built on that node, by netlab's own code shipped there for it (:mod:`netlab.ship`),
+and ``netlab run ... --target ssh://NODE --lab NAME`` reads its parameters there. Everything it makes is named with netlab's prefix,
 which is how ``down --all`` cleans up after a crashed or killed ``up``; it stops the
 guest node too.
 """
@@ -23,11 +27,12 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from netlab import naming
+from netlab import naming, ship
 from netlab.errors import NetlabError
 from netlab.lab import guest
 from netlab.lab.scenario import Scenario, VerifyResult
 from netlab.lab.topology import destroy_namespaces, kill_netns_processes, netns_exists, owned_namespaces
+from netlab.targets import Target, open_target
 
 __all__ = [
     "SCENARIOS",
@@ -35,6 +40,7 @@ __all__ = [
     "VerifyResult",
     "down",
     "load_params",
+    "node_target",
     "reproduction",
     "running",
     "status",
@@ -67,19 +73,56 @@ def _state_path(name: str) -> str:
     return os.path.join(state_dir(), f"lab-{name}.json")
 
 
-def load_params(name: str) -> dict[str, Any]:
+# How long a lab command may take on a node: an emulated guest compiles BPF slowly.
+NODE_TIMEOUT = 600.0
+
+
+def _remote(target: str | Target | None) -> Target | None:
+    """The remote machine ``target`` names, or None for this one."""
+    if target is None:
+        return None
+    host = open_target(target).host()
+    return None if host.is_local else host
+
+
+def _on_node(node: Target, *argv: str) -> str:
+    return ship.run(node, ["lab", *argv], timeout=NODE_TIMEOUT).stdout
+
+
+def load_params(name: str, target: str | Target | None = None) -> dict[str, Any]:
     """The parameters saved by ``up`` (raises if the scenario is not up)."""
-    path = _state_path(scenario(name).name)
+    scenario(name)
+    node = _remote(target)
+    if node is not None:
+        text = node.try_read_text(f"{ship.NODE_DIR}/lab-{name}.json")
+        if text is None:
+            raise NetlabError(f"lab scenario {name!r} is not up on {node.url}",
+                              f"run `netlab lab up {name} --target {node.url}` first")  # fmt: skip
+        return json.loads(text)
     try:
-        with open(path) as handle:
+        with open(_state_path(name)) as handle:
             return json.load(handle)
     except FileNotFoundError:
         raise NetlabError(f"lab scenario {name!r} is not up", f"run `netlab lab up {name}` first") from None
 
 
-def up(name: str, *, healthy: bool = False) -> dict[str, Any]:
+def node_target(name: str, target: str | Target) -> tuple[Target, dict[str, Any]]:
+    """Where a run against lab ``name`` looks, and the lab's parameters: the lab's node
+    namespace on ``target``'s machine, unless ``target`` already names a namespace."""
+    tgt = open_target(target)
+    params = load_params(name, tgt)
+    if tgt.host().url == tgt.url:
+        tgt = tgt.netns(params["node_netns"])
+    return tgt, params
+
+
+def up(name: str, *, healthy: bool = False, target: str | Target | None = None) -> dict[str, Any]:
     """Bring scenario ``name`` up (idempotent) and return its parameters."""
     scn = scenario(name)
+    node = _remote(target)
+    if node is not None:
+        _on_node(node, "up", name, *(["--healthy"] if healthy else []))
+        return load_params(name, node)
     with contextlib.suppress(NetlabError):
         current = load_params(name)
         # Reuse only what is really there: a state file can outlive its lab (a reboot of
@@ -120,13 +163,25 @@ def _intact(scn: Scenario, params: dict[str, Any]) -> bool:
     return not scn.took_effect(params, bool(params.get("healthy")))
 
 
-def reproduction(name: str) -> Callable[[], Any]:
-    """Scenario ``name``'s reproduction with its saved parameters, to run in a window."""
+def reproduction(name: str, target: str | Target | None = None) -> Callable[[], Any]:
+    """Scenario ``name``'s reproduction with its saved parameters, to run in a window
+    (on the node the lab was built on)."""
+    node = _remote(target)
+    if node is not None:
+        load_params(name, node)  # fail now, not in the window, when the lab is not up there
+        return lambda: json.loads(_on_node(node, "reproduce", name) or "null")
     scn, params = scenario(name), load_params(name)
     return lambda: scn.reproduce(params)
 
 
-def verify(name: str) -> VerifyResult:
+def verify(name: str, target: str | Target | None = None) -> VerifyResult:
+    node = _remote(target)
+    if node is not None:
+        data = json.loads(_on_node(node, "verify", name, "--json"))
+        result = VerifyResult(data["scenario"], data["healthy"])
+        for check in data["checks"]:
+            result.add(check["check"], check["expected"], check["observed"], check["ok"])
+        return result
     params = load_params(name)
     return scenario(name).verify(params, bool(params.get("healthy")))
 
@@ -141,9 +196,32 @@ def _teardown(scn: Scenario) -> None:
         os.unlink(_state_path(scn.name))
 
 
-def down(name: str | None = None, *, all: bool = False) -> list[str]:
+def down(name: str | None = None, *, all: bool = False, target: str | Target | None = None) -> list[str]:
     """Tear down one scenario, or with ``all`` every scenario, any namespace with
-    netlab's prefix (state file or not) and the guest node. Returns what was removed."""
+    netlab's prefix (state file or not) and the guest node. Returns what was removed.
+    On a remote node, ``all`` also removes netlab's shipped code there."""
+    node = _remote(target)
+    if node is not None:
+        if not node.exists(ship.APP):
+            if not all:
+                return []
+            # Nothing of netlab's code there: nothing it could have built either, except
+            # namespaces by name (a lab whose code was removed by hand).
+            stray = [
+                n for n in node.run(["ls", "-1", "/run/netns"], check=False).stdout.split() if naming.owned(n)
+            ]
+            for n in stray:
+                node.run(["ip", "netns", "delete", n], check=False)
+            return stray
+        out = _on_node(
+            node,
+            "down",
+            *([name] if name and not all else []),
+            *(["--all"] if all or not name else []),
+            "--json",
+        )
+        gone = list(json.loads(out)["removed"])
+        return gone + (ship.remove(node) if all or not name else [])
     removed: list[str] = []
     targets = list(_registry().values()) if all or name is None else [scenario(name)]
     for scn in targets:
@@ -158,7 +236,13 @@ def down(name: str | None = None, *, all: bool = False) -> list[str]:
     return removed
 
 
-def status() -> list[dict[str, Any]]:
+def status(target: str | Target | None = None) -> list[dict[str, Any]]:
+    node = _remote(target)
+    if node is not None:
+        if not node.exists(ship.APP):
+            return [{"scenario": s.name, "state": "down", "investigation": s.investigation,
+                     "about": s.description.split("\n")[0]} for s in _registry().values()]  # fmt: skip
+        return json.loads(_on_node(node, "status", "--json"))
     rows = []
     for scn in _registry().values():
         try:

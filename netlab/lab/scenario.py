@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from netlab.lab.topology import Topology
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -34,6 +35,9 @@ class VerifyResult:
         self.checks.append(VerifyCheck(check, expected, observed, ok))
 
     def frame(self) -> pd.DataFrame:
+        # Imported here: the lab also runs from the zipapp on a node, which has no pandas.
+        import pandas as pd
+
         return pd.DataFrame([asdict(c) for c in self.checks])
 
     def text(self) -> str:

@@ -21,8 +21,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from netlab import naming
 from netlab.errors import NetlabError
@@ -174,10 +176,16 @@ class Topology:
         destroy_namespaces(self.namespaces())
 
 
-def health_server_argv(port: int = HEALTH_PORT) -> list[str]:
-    import sys
+def module_argv(module: str, *args: str) -> list[str]:
+    """Run one of the lab's modules (a server, a client) with this Python: also when
+    netlab itself runs from the zipapp it ships to a node (:mod:`netlab.ship`)."""
+    argv = [sys.executable, "-m", module, *args]
+    package = Path(__file__).resolve().parents[2]
+    return ["env", f"PYTHONPATH={package}", *argv] if package.suffix == ".pyz" else argv
 
-    return [sys.executable, "-m", "netlab.lab.health_server", str(port)]
+
+def health_server_argv(port: int = HEALTH_PORT) -> list[str]:
+    return module_argv("netlab.lab.health_server", str(port))
 
 
 def sysctl(netns: str, key: str, value: str) -> None:

@@ -4,17 +4,22 @@ program accelerated (``tcp_bpf_recvmsg``) and which kept the plain ``tcp_recvmsg
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from netlab.capability import Mechanism
 from netlab.probes import bpf_iter
 from netlab.targets import Target
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = ["netns", "local", "local_port", "peer", "peer_port", "state", "cookie", "handler"]
 
 
 def parse(text: str, where: str) -> pd.DataFrame:
     """Lines of ``tcp_sockets.bpf.c``: family, local, lport, peer, pport, state, cookie, handler."""
+    import pandas as pd  # here: the lab runs these on nodes without pandas (netlab.ship)
+
     rows = []
     for line in text.splitlines():
         f = line.split()

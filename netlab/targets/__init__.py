@@ -7,7 +7,9 @@ write a file) with three kinds behind it:
 - ``netns://NAME``: this machine, inside network namespace NAME (a lab "node" or "pod",
   or a real pod's namespace) for everything namespaced: sockets, routes, netfilter,
   conntrack, ``/proc/net``;
-- ``ssh://[user@]host[:port]``: a remote node through OpenSSH with host-key checking on.
+- ``ssh://[user@]host[:port]``: a remote node through OpenSSH with host-key checking on;
+  ``.../netns/NAME`` is a namespace there (and ``netns://NAME`` given to a run on that
+  node means the same).
 
 Investigation code never calls :mod:`subprocess` itself; it calls a target.
 """

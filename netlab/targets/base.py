@@ -139,6 +139,10 @@ class Target(ABC):
         namespace that is the machine itself, everything else is its own host."""
         return self
 
+    def netns(self, name: str) -> Target:
+        """Network namespace ``name`` (``/run/netns/NAME``) on this target's machine."""
+        raise NetlabError(f"{self.url}: network namespaces are not reachable through this target")
+
     def exists(self, path: str) -> bool:
         return self.run(["test", "-e", path], check=False).ok
 

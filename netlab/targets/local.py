@@ -45,6 +45,9 @@ class LocalTarget(Target):
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
 
+    def netns(self, name: str) -> Target:
+        return NetnsTarget(name)
+
 
 class NetnsTarget(LocalTarget):
     """This machine inside network namespace ``name`` (``/run/netns/NAME``).
@@ -56,15 +59,15 @@ class NetnsTarget(LocalTarget):
     """
 
     def __init__(self, name: str):
-        self.netns = params.name(name, "netns")
-        self.url = f"netns://{self.netns}"
+        self.netns_name = params.name(name, "netns")
+        self.url = f"netns://{self.netns_name}"
 
     def _spawn_argv(self, argv: Sequence[str], timeout: float) -> list[str]:
-        return ["nsenter", f"--net=/run/netns/{self.netns}", "--", *argv]
+        return ["nsenter", f"--net=/run/netns/{self.netns_name}", "--", *argv]
 
     def describe_failure(self, result: CommandResult) -> str | None:
-        if result.returncode != 0 and f"/run/netns/{self.netns}" in result.stderr:
-            return f"{self.url}: network namespace {self.netns!r} does not exist"
+        if result.returncode != 0 and f"/run/netns/{self.netns_name}" in result.stderr:
+            return f"{self.url}: network namespace {self.netns_name!r} does not exist"
         return None
 
     # /proc/net and /proc/sys/net show the reading process's namespace: read inside.

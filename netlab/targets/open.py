@@ -9,20 +9,28 @@ from netlab.targets.base import Target
 from netlab.targets.local import LocalTarget, NetnsTarget
 from netlab.targets.ssh import SshTarget
 
-_SSH = re.compile(r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]/]+\]|[^:/@\[\]]+)(?::(?P<port>\d+))?/?$")
+_SSH = re.compile(
+    r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]/]+\]|[^:/@\[\]]+)(?::(?P<port>\d+))?(?:/netns/(?P<netns>[^/]+))?/?$"
+)
 
-SCHEMES = "local, netns://NAME, ssh://[user@]host[:port]"
+SCHEMES = "local, netns://NAME, ssh://[user@]host[:port][/netns/NAME]"
 
 
-def open_target(url: str | Target | None) -> Target:
-    """``local`` (also empty), ``netns://NAME`` or ``ssh://[user@]host[:port]``."""
+def open_target(url: str | Target | None, *, node: Target | None = None) -> Target:
+    """``local`` (also empty), ``netns://NAME`` or ``ssh://[user@]host[:port]``, the
+    latter with ``/netns/NAME`` for a namespace on that node.
+
+    With ``node`` (the node a run investigates), ``netns://NAME`` is that node's
+    namespace: a lab built on a remote node names its pods that way.
+    """
     if isinstance(url, Target):
         return url
     text = (url or "local").strip()
     if text in ("local", "local://", "localhost"):
         return LocalTarget()
     if text.startswith("netns://"):
-        return NetnsTarget(text[len("netns://") :])
+        name = text[len("netns://") :]
+        return node.host().netns(name) if node is not None else NetnsTarget(name)
     if text.startswith("ssh://"):
         match = _SSH.match(text)
         if not match:
@@ -30,7 +38,7 @@ def open_target(url: str | Target | None) -> Target:
         host = match.group("host").strip("[]")
         port = int(match.group("port")) if match.group("port") else None
         try:
-            return SshTarget(host, match.group("user"), port)
+            return SshTarget(host, match.group("user"), port, netns=match.group("netns"))
         except NetlabError as exc:
             raise NetlabError(f"target {text!r}: {exc.message}", f"use {SCHEMES}") from None
     scheme = text.split("://", 1)[0] if "://" in text else text

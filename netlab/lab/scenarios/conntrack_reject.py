@@ -15,12 +15,11 @@ REJECT (the fix the case arrived at), so the late packet passes.
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 from netlab import naming
 from netlab.lab.scenario import Scenario, VerifyResult
-from netlab.lab.topology import POD_V4, REMOTE_V4, Topology, spawn, sysctl, wait_listening
+from netlab.lab.topology import POD_V4, REMOTE_V4, Topology, module_argv, spawn, sysctl, wait_listening
 from netlab.targets import NetnsTarget
 
 SERVER_PORT = 9418  # git's port
@@ -50,15 +49,13 @@ def rules(healthy: bool) -> list[list[str]]:
 def reproduce(params: dict[str, Any], *, seconds: float = PULL_SECONDS) -> dict[str, Any]:
     """Run the client's pull once from pod1 (bounded) and return what it saw."""
     pod = NetnsTarget(params["pod_netns"]["pod1"])
-    argv = [
-        sys.executable,
-        "-m",
+    argv = module_argv(
         "netlab.lab.halfclose",
         "client",
         params["server"],
         str(params["server_port"]),
         str(seconds),
-    ]
+    )
     result = pod.run(argv, timeout=seconds + 15, check=False)
     if not result.ok:
         return {"error": result.brief_error()}
@@ -78,7 +75,7 @@ class ConntrackReject(Scenario):
         for key, value in SYSCTLS.items():
             sysctl(topo.node, key, value)
         topo.processes.append(
-            spawn(topo.remote, [sys.executable, "-m", "netlab.lab.halfclose", "server", str(SERVER_PORT)])
+            spawn(topo.remote, module_argv("netlab.lab.halfclose", "server", str(SERVER_PORT)))
         )
         wait_listening(topo.remote, SERVER_PORT)
         return {

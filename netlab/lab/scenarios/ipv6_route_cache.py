@@ -16,7 +16,6 @@ counter moves and the probes keep working. Healthy twin: default sysctls, no flo
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from netlab import naming
@@ -29,6 +28,7 @@ from netlab.lab.topology import (
     Topology,
     destroy_namespaces,
     host,
+    module_argv,
     netns_exists,
     sh,
     sysctl,
@@ -104,7 +104,7 @@ class Ipv6RouteCache(Scenario):
             while floods < 3:
                 floods += 1
                 NetnsTarget(node).run(
-                    [sys.executable, "-m", "netlab.lab.pmtu_flood", FAR_PREFIX, str(FLOOD), "1400"],
+                    module_argv("netlab.lab.pmtu_flood", FAR_PREFIX, str(FLOOD), "1400"),
                     timeout=60,
                 )
                 if dst_entries(node) > max_size:

@@ -19,7 +19,7 @@ from typing import Any
 
 from netlab import mounts, naming
 from netlab.collectors import reach
-from netlab.decoders import encode, map_layout
+from netlab.decoders import map_layout
 from netlab.lab.scenario import Scenario, VerifyResult
 from netlab.lab.topology import POD_V4, Topology, host, remove_cgroup
 from netlab.probes import bpf_build
@@ -59,12 +59,12 @@ def _fill(pins: str, services: dict[str, str], backends: dict[int, str]) -> None
             (slot, {"backend_id": ids[backend]}),
         ):
             host.run(["bpftool", "map", "update", "pinned", f"{pins}/cilium_lb4_services_v2",
-                      "key", "hex", *encode(svc.key, [key]).hex(" ").split(),
-                      "value", "hex", *encode(svc.value, [value]).hex(" ").split()])  # fmt: skip
+                      "key", "hex", *svc.key.pack(key).hex(" ").split(),
+                      "value", "hex", *svc.value.pack(value).hex(" ").split()])  # fmt: skip
     for backend_id, address in backends.items():
         host.run(["bpftool", "map", "update", "pinned", f"{pins}/cilium_lb4_backends_v3",
                   "key", "hex", *backend_id.to_bytes(4, "little").hex(" ").split(),
-                  "value", "hex", *encode(be.value, [{"address": address, "port": BACKEND_PORT, "proto": 6}]).hex(" ").split()])  # fmt: skip
+                  "value", "hex", *be.value.pack({"address": address, "port": BACKEND_PORT, "proto": 6}).hex(" ").split()])  # fmt: skip
 
 
 def _connect4_order(cgroup: str) -> list[str]:

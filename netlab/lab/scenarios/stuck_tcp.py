@@ -18,13 +18,12 @@ stale entry.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Any
 
 from netlab import mounts, naming
 from netlab.collectors import reach
-from netlab.decoders import encode, map_layout, parse_map_dump_json
+from netlab.decoders import map_layout, parse_map_dump_json
 from netlab.lab.scenario import Scenario, VerifyResult
 from netlab.lab.topology import (
     HEALTH_PORT,
@@ -32,6 +31,7 @@ from netlab.lab.topology import (
     POD_V4,
     Topology,
     host,
+    module_argv,
     remove_cgroup,
     spawn,
     wait_programs_gone,
@@ -56,8 +56,8 @@ def _names() -> dict[str, str]:
 def stale_key(pod_ip: str, node_ip: str, victim_port: int) -> bytes:
     """The key the server socket of node:victim_port -> pod:8080 will want."""
     layout = map_layout("sock_ops", "cookie")
-    return encode(
-        layout.key, [{"sip": pod_ip, "dip": node_ip, "family": 1, "sport": HEALTH_PORT, "dport": victim_port}]
+    return layout.key.pack(
+        {"sip": pod_ip, "dip": node_ip, "family": 1, "sport": HEALTH_PORT, "dport": victim_port}
     )
 
 
@@ -101,7 +101,7 @@ class StuckTcp(Scenario):
             with open(log, "w"):
                 pass
             topo.processes.append(
-                spawn(topo.remote, [sys.executable, "-m", "netlab.lab.stale_socket", sockmap, *keys], log=log)
+                spawn(topo.remote, module_argv("netlab.lab.stale_socket", sockmap, *keys), log=log)
             )
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
