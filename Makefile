@@ -52,7 +52,7 @@ $(VENV)/.netlab-installed: pyproject.toml Makefile
 	mkdir -p "$$site/../netlab-os-bcc"; \
 	ln -sfn /usr/lib/python3/dist-packages/bcc "$$site/../netlab-os-bcc/bcc"; \
 	realpath "$$site/../netlab-os-bcc" > "$$site/netlab-os-bcc.pth"
-	@# Remote targets find netlab on the node by name.
+	@# netlab on PATH: batch runs start one `netlab run` per node by name.
 	ln -sfn $(VENV)/bin/netlab /usr/local/bin/netlab
 	$(PY) -m ipykernel install --name python3 --sys-prefix >/dev/null
 	@touch $@

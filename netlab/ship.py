@@ -33,7 +33,13 @@ OS_PYTHON = "/usr/bin/python3"
 # Where the node keeps it: its lab state directory (netlab.lab.state_dir's default).
 NODE_DIR = f"/run/netlab/{naming.PREFIX}"
 APP = f"{NODE_DIR}/{naming.PREFIX}_netlab.pyz"
-_MAIN = b"import sys\nfrom netlab.cli import main\nsys.exit(main())\n"
+_MAIN = b"""import sys
+try:
+    from netlab.cli import main
+    sys.exit(main())
+except ModuleNotFoundError as exc:  # verify's tables need pandas, which a node may lack
+    sys.exit(f"netlab: this needs the Python module {exc.name!r}, which the node's python3 lacks")
+"""
 
 
 @cache

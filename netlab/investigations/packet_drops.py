@@ -278,14 +278,14 @@ class PacketDrops(Investigation):
         if blocking.empty and nf.empty:
             # The trace is not flow-filtered: other traffic's drops are reported, not blamed.
             others = [
-                f"{int(r['count'])} unrelated drops: {r['reason']} at {r['location']}"
+                f"{int(r['count'])} unrelated drops: {r['reason']} at {r['function'] or r['location']}"
                 for _, r in real.iterrows()
             ]
             return evidence.findings(HEALTHY, f"No netfilter drop during the {given['duration']:g} s window and no "
                                  "REJECT/DROP rule matched.", reasons=others)  # fmt: skip
         if blocking.empty or nf.empty:
             reasons = [
-                f"{int(r['count'])} drops: {r['reason']} at {r['location']}" for _, r in real.iterrows()
+                f"{int(r['count'])} drops: {r['reason']} at {r['function'] or r['location']}" for _, r in real.iterrows()
             ]
             return evidence.inconclusive(reasons or ["a REJECT/DROP rule matched but no drop was traced"])
         rule = blocking.iloc[0]
@@ -304,7 +304,7 @@ class PacketDrops(Investigation):
             flow_text = f" The flow is {given['client']} -> {given['server']}:{given['server_port']}."
         stack = where["stack"] or where["function"]
         summary = (f"{int(rule['packets_delta'])} packets were rejected by {name} with reason NETFILTER_DROP at "
-                   f"{where['location']} ({stack.split(' <- ')[:4] and ' <- '.join(stack.split(' <- ')[:4])})."
+                   f"{where['function'] or where['location']} ({stack.split(' <- ')[:4] and ' <- '.join(stack.split(' <- ')[:4])})."
                    f"{flow_text} The node answered with {results.get('icmp_unreach_sent', 0)} ICMP "
                    "destination-unreachable errors from its own address.")  # fmt: skip
         position = int(rule["position"])
@@ -313,7 +313,7 @@ class PacketDrops(Investigation):
             f"iptables -t {rule['table']} -I {rule['chain']} {position} -o lxc+ -j ACCEPT",
             "or keep the stateful rules and raise net.netfilter.nf_conntrack_tcp_timeout_close_wait (and leave nf_conntrack_tcp_loose=1)",
         ]
-        reasons = [f"rule: {name}", f"drop location: {where['location']}"]
+        reasons = [f"rule: {name}", f"drop location: {where['function'] or where['location']}"]
         if half_closed:
             reasons.append(f"conntrack: {' -> '.join(next(iter(half_closed.values())))}")
         return evidence.findings(VERDICT, summary, remediation=remediation, reasons=reasons)

@@ -245,6 +245,7 @@ def _write_node(directory: Path, port: int) -> None:
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nUseDNS no\n"
         "PrintMotd no\nPidFile /run/sshd.pid\nSubsystem sftp internal-sftp\n"
     )
+    (node / "hide").write_text("".join(f"{p}\n" for p in _netlab_here()))
     key_type, public = host_key.with_suffix(".pub").read_text().split()[:2]
     (directory / "known_hosts").write_text(f"[127.0.0.1]:{port} {key_type} {public}\n")
     # Only this guest's key is trusted: no global known_hosts, no learning new keys.
@@ -255,6 +256,19 @@ def _write_node(directory: Path, port: int) -> None:
         f"  UserKnownHostsFile {directory}/known_hosts\n  GlobalKnownHostsFile /dev/null\n"
         "  StrictHostKeyChecking yes\n  UpdateHostKeys no\n  KexAlgorithms curve25519-sha256\n"
     )
+
+
+def _netlab_here() -> list[str]:
+    """This machine's netlab as the shared root filesystem would show it to the guest: its
+    source tree, its virtualenv and the command on PATH. The guest hides them, so what
+    works there works on a node where netlab was never installed."""
+    import netlab
+
+    found = {Path(netlab.__file__).resolve().parents[1], Path(sys.prefix).resolve()}
+    command = shutil.which("netlab")
+    if command:
+        found.add(Path(command))
+    return sorted(str(p) for p in found if str(p) not in ("/", "/usr", "/usr/local"))
 
 
 def _launch(directory: Path, kernel: str, port: int) -> subprocess.Popen[bytes]:

@@ -11,6 +11,13 @@ mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
 mountpoint -q /sys/fs/cgroup || mount -t cgroup2 cgroup2 /sys/fs/cgroup
 
+# This machine's netlab (its checkout, virtualenv, command) is hidden: investigations
+# must work on a node where netlab was never installed.
+while read -r hidden; do
+  if [ -d "$hidden" ]; then mount -t tmpfs -o ro,mode=0555 netlab-hidden "$hidden"
+  elif [ -e "$hidden" ]; then mount --bind /dev/null "$hidden"; fi
+done <"$node/hide"
+
 # /run is the guest's own tmpfs: `ip netns add` needs /run/netns, sshd /run/sshd.
 mkdir -p /run/netns /run/sshd
 

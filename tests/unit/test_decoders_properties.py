@@ -73,6 +73,15 @@ def test_rows_round_trip(layout, data):
 @pytest.mark.parametrize("layout", STRUCTS, ids=lambda s: s.name)
 @FAST
 @given(data=st.data())
+def test_the_standard_library_packer_agrees_with_encode(layout, data):
+    # StructLayout.pack is what the lab uses on nodes without numpy (netlab.ship).
+    one = data.draw(row(layout))
+    assert layout.pack(one) == encode(layout, [one])
+
+
+@pytest.mark.parametrize("layout", STRUCTS, ids=lambda s: s.name)
+@FAST
+@given(data=st.data())
 def test_random_bytes_decode_or_name_the_problem(layout, data):
     raw = data.draw(st.binary(max_size=3 * layout.size + 1))
     try:

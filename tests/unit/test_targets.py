@@ -19,6 +19,11 @@ from netlab.targets import LocalTarget, NetnsTarget, SshTarget, open_target
         ("ssh://root@127.0.0.1", SshTarget, "ssh://root@127.0.0.1"),
         ("ssh://node-3.example.org:2222", SshTarget, "ssh://node-3.example.org:2222"),
         ("ssh://admin@[fd00::1]:22", SshTarget, "ssh://admin@[fd00::1]:22"),
+        (
+            "ssh://root@10.0.0.7:2222/netns/nlab-stk-node",
+            SshTarget,
+            "ssh://root@10.0.0.7:2222/netns/nlab-stk-node",
+        ),
     ],
 )
 def test_valid_targets(url: str, kind: type, canonical: str) -> None:
@@ -38,6 +43,8 @@ def test_valid_targets(url: str, kind: type, canonical: str) -> None:
         ("gopher://x", "unknown scheme 'gopher'"),
         ("netns://a b", "not a valid name"),
         ("netns://../etc", "not a valid name"),
+        ("ssh://root@node/netns/a;b", "not a valid name"),
+        ("ssh://root@node/netns/", "not a valid ssh URL"),
     ],
 )
 def test_invalid_targets_get_one_line_errors(url: str, words: str) -> None:
@@ -77,3 +84,34 @@ def test_failed_command_names_it() -> None:
 def test_timeout_is_reported() -> None:
     with pytest.raises(NetlabError, match="did not finish within 0.5 s"):
         LocalTarget().run(["sleep", "10"], timeout=0.5)
+
+
+def test_a_namespace_is_on_the_node_under_investigation() -> None:
+    node = open_target("ssh://root@10.0.0.7:2222")
+    pod = open_target("netns://nlab-stk-pod1", node=node)
+    assert pod.url == "ssh://root@10.0.0.7:2222/netns/nlab-stk-pod1"
+    assert pod.host().url == node.url
+    remote = shlex.split(pod._spawn_argv(["ss", "-tn"], 5)[-1])
+    assert remote == [
+        "timeout",
+        "-k",
+        "2",
+        "5",
+        "nsenter",
+        "--net=/run/netns/nlab-stk-pod1",
+        "--",
+        "ss",
+        "-tn",
+    ]
+    # A sibling namespace of a namespace target is on the same machine.
+    assert open_target("netns://b", node=pod).url == "ssh://root@10.0.0.7:2222/netns/b"
+    assert open_target("netns://b", node=LocalTarget()).url == "netns://b"
+    assert open_target("netns://b", node=NetnsTarget("a")).url == "netns://b"
+
+
+def test_ssh_connections_are_shared_per_node() -> None:
+    argv = SshTarget("127.0.0.1", "root")._spawn_argv(["true"], 5)
+    options = [argv[i + 1] for i, a in enumerate(argv) if a == "-o"]
+    assert "ControlMaster=auto" in options
+    path = next(o for o in options if o.startswith("ControlPath="))
+    assert "/nlab_ssh_%C" in path or "_ssh_%C" in path

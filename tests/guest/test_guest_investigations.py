@@ -1,0 +1,66 @@
+"""The four investigations on Debian's 6.1, over ssh, against labs built inside the guest.
+
+The lab is built on the node by netlab's shipped code (``netlab lab up --target``), the
+run reads its parameters there (``--lab``), and every step runs on the node through the
+ssh target: no netlab is installed in the guest (this machine's is hidden from it).
+Each verdict both ways, then nothing of netlab's is left on the node, checked by name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from netlab import cleanup, lab
+from netlab.lab import guest
+from netlab.report import run as runner
+from netlab.targets import open_target
+
+pytestmark = pytest.mark.guest
+
+CASES = [
+    ("conntrack-reject", "packet-drops", "netfilter-drop"),
+    ("stuck-tcp", "stuck-tcp", "stale-sockmap-entry"),
+    ("ipv6-route-cache", "route-cache", "route-cache-over-max-size"),
+    ("stale-cgroup-prog", "cgroup-progs", "stale-cgroup-program"),
+]
+
+
+@pytest.fixture(scope="module")
+def labs_on_guest(booted_guest: guest.Guest) -> Iterator[str]:
+    """The guest's URL; afterwards every lab is taken down there and the node is checked
+    for anything named with netlab's prefix."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NETLAB_SSH_CONFIG", booted_guest.ssh_config)
+        url = guest.up().url
+        yield url
+        lab.down(all=True, target=url)
+        assert cleanup.leftovers(open_target(url)) == []
+
+
+def test_no_netlab_on_the_node(labs_on_guest: str) -> None:
+    node = open_target(labs_on_guest)
+    assert not node.run(["python3", "-c", "import netlab"], check=False).ok
+    assert node.which("netlab") is None
+
+
+@pytest.mark.parametrize(("scenario", "investigation", "verdict"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("healthy", [False, True], ids=["incident", "healthy"])
+def test_verdict_on_the_guest(labs_on_guest: str, scenario: str, investigation: str, verdict: str,
+                              healthy: bool, tmp_path: Path) -> None:  # fmt: skip
+    started = time.monotonic()
+    params = lab.up(scenario, healthy=healthy, target=labs_on_guest)
+    assert params["healthy"] is healthy and params["node_netns"].startswith("nlab")
+    built = time.monotonic()
+    result = runner.run(investigation, target=labs_on_guest, lab=scenario, out=tmp_path, html=False)
+    findings = result.findings
+    print(f"{scenario} ({'healthy' if healthy else 'incident'}) on the guest: lab up "
+          f"{built - started:.0f} s, {investigation} {time.monotonic() - built:.0f} s")  # fmt: skip
+    assert findings.target == f"{labs_on_guest}/netns/{params['node_netns']}"
+    assert findings.verdict == ("healthy" if healthy else verdict), findings.summary
+    if healthy:
+        lab.down(scenario, target=labs_on_guest)
+        assert not [x for x in cleanup.leftovers(open_target(labs_on_guest)) if not x.startswith("shipped")]
