@@ -85,6 +85,14 @@ def leftovers(target: Target | None = None) -> list[str]:
                   if naming.owned(x.get("name", ""))]  # fmt: skip
     pins = host.run(["find", mounts.BPFFS, "-name", f"{naming.PREFIX}*"], check=False).stdout.split()
     found += [f"pin {p}" for p in pins]
+    # A lab map pinned where the real artifact pins it too (Cilium's tc/globals path):
+    # netlab's, because the same map is pinned under netlab's name.
+    maps = host.run(["bpftool", "-j", "-f", "map", "show"], check=False)
+    for m in json.loads(maps.stdout or "[]") if maps.ok else []:
+        paths = m.get("pinned") or []
+        ours = [p for p in paths if any(naming.owned(part) for part in p.split("/"))]
+        if ours:
+            found += [f"pin {p} (map {m['id']}, also pinned at {ours[0]})" for p in paths if p not in ours]
     found += [f"object {o}" for o in _list(host, "/tmp") if "_obj_" in o]
     for base in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
         found += [f"cgroup {c}" for c in _list(host, base)]
@@ -94,9 +102,11 @@ def leftovers(target: Target | None = None) -> list[str]:
         # Lab processes of a parallel run with another prefix are not ours.
         if not netns or naming.owned(netns):
             found.append(f"process {pid} (netns {netns or 'none'})")
-    # The guest node's emulator, named on its command line (netlab.lab.guest).
-    guest = host.run(["pgrep", "-f", f"process={naming.PREFIX}_guest"], check=False).stdout.split()
-    found += [f"guest node process {pid}" for pid in guest]
+    # The guest node's emulator, named on its command line (netlab.lab.guest). It runs
+    # beside netlab, never on a node (where the `timeout` wrapper would match itself).
+    if host.is_local:
+        guest = host.run(["pgrep", "-f", f"process={naming.PREFIX}_guest"], check=False).stdout.split()
+        found += [f"guest node process {pid}" for pid in guest]
     if not host.is_local and host.exists(ship.APP):
         found.append(f"shipped code {ship.APP}")
     runtime = naming.runtime_base()

@@ -86,8 +86,9 @@ def decode_sockmap(
 ) -> pd.DataFrame:
     """Sock keys of a sockops sockhash as rows: sip, sport, dip, dport, family, cookie.
 
-    ``sip``/``sport`` are the socket's local end (Cilium's C names; its Go mirror calls
-    offset 0 DIP). ``cookie`` is the socket cookie when the map has 8-byte values; Cilium's
+    Cilium's C names: a socket is held under the key its peer sends with, so ``sip``/
+    ``sport`` are the holding socket's remote end and ``dip``/``dport`` its own (the Go
+    mirror calls offset 0 DIP). ``cookie`` is the socket cookie when the map has 8-byte values; Cilium's
     ``cilium_sock_ops`` has 4-byte values that user space cannot read, so it is missing
     there and ``error`` holds what bpftool printed. ``key`` keeps the raw sock key bytes
     (for :func:`~netlab.decoders.bpftool.bpftool_map_delete_argv`).

@@ -105,7 +105,10 @@ class PacketDrops(Investigation):
         events: dict[str, pd.DataFrame] = {}
 
         def watch_conntrack() -> None:
-            events["ct"] = conntrack.events(node, self.duration, port=self.server_port or None)
+            try:
+                events["ct"] = conntrack.events(node, self.duration, port=self.server_port or None)
+            except NetlabError as exc:  # recorded for the step, not lost in a thread
+                events["ct_error"] = exc.message
 
         ct_thread = threading.Thread(target=watch_conntrack, daemon=True)
         if self._chosen["conntrack_timeline"] is not None:
@@ -121,6 +124,8 @@ class PacketDrops(Investigation):
         if ct_thread.is_alive():
             ct_thread.join(timeout=self.duration + 15)
         after = self._sample()
+        if "ct_error" in events:
+            self.skipped("conntrack", f"the conntrack -E watcher failed: {events['ct_error']}")
         self._window = {
             "before": before,
             "after": after,
@@ -285,7 +290,8 @@ class PacketDrops(Investigation):
                                  "REJECT/DROP rule matched.", reasons=others)  # fmt: skip
         if blocking.empty or nf.empty:
             reasons = [
-                f"{int(r['count'])} drops: {r['reason']} at {r['function'] or r['location']}" for _, r in real.iterrows()
+                f"{int(r['count'])} drops: {r['reason']} at {r['function'] or r['location']}"
+                for _, r in real.iterrows()
             ]
             return evidence.inconclusive(reasons or ["a REJECT/DROP rule matched but no drop was traced"])
         rule = blocking.iloc[0]

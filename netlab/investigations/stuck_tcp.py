@@ -1,16 +1,19 @@
 """Case 000: TCP requests stuck after the connection is established — stale sockmap entries.
 
 Cilium accelerates node-to-local-pod TCP with sockops and sk_msg programs: both ends of a
-connection sit in a sockhash (``cilium_sock_ops``) under a 5-tuple sock key, and payload
-is redirected socket to socket, bypassing the IP stack. When a stale entry already holds
-the key the server side of a new connection needs, the server's insert fails (EEXIST):
-the client's payload is redirected into the stale socket while the server, with the
-plain ``tcp_recvmsg`` handler, waits forever. The connection is ESTABLISHED, its segment
+connection sit in a sockhash (``cilium_sock_ops``), each under the sock key its *peer*
+sends with (sip/sport the peer, dip/dport the socket itself), and payload is redirected
+socket to socket, bypassing the IP stack. When a stale entry already holds the key the
+server side of a new connection needs, the server's insert fails (EEXIST): the client's
+payload is redirected into the stale socket while the server, with the plain
+``tcp_recvmsg`` handler, waits forever. The connection is ESTABLISHED, its segment
 counters do not move, and only node-to-local-pod traffic is affected.
 
-Steps: narrow the scope (probe matrix); socket counters of a stuck flow; which receive
-handler each socket of the flow uses (BPF TCP iterator); dump and decode the sockmap; find stale entries; verdict. Read-only: the probes
-are HTTP requests, a BPF iterator (pinned, read, unpinned) and map dumps.
+Steps: narrow the scope (probe matrix, also from the client ports stale keys poison);
+socket counters of a stuck flow; which receive handler each socket of the flow uses (BPF
+TCP iterator); the sockmap with the socket behind each key (BPF sockmap iterator, or keys
+only from a dump); stale entries; verdict. Read-only: the probes are HTTP requests, BPF
+iterators (pinned, read, unpinned), map dumps and ``ip addr`` in namespaces.
 """
 
 from __future__ import annotations
@@ -25,21 +28,34 @@ import plotly.graph_objects as go
 
 from netlab import mounts, params
 from netlab.capability import Mechanism, Step
-from netlab.collectors import bpf_objects, reach, ss
-from netlab.decoders import bpftool_map_delete_argv, decode_sockmap, detect_layout, sockmap_entries_per_ip
+from netlab.collectors import bpf_objects, netns, reach, ss
+from netlab.decoders import (
+    MapEntry,
+    bpftool_map_delete_argv,
+    decode_sockmap,
+    detect_layout,
+    sockmap_entries_per_ip,
+)
 from netlab.errors import NetlabError
 from netlab.findings import HEALTHY, Findings
 from netlab.investigations.base import LIKELY, NOTHING, WORTH_A_LOOK, Evidence, Investigation, Param, Signal
-from netlab.probes import tcp_sockets
+from netlab.probes import sockmap_sockets, tcp_sockets
 from netlab.targets import Target, open_target
 
 VERDICT = "stale-sockmap-entry"
-# Map entries joined with live sockets by cookie (ss prints each socket's as sk:<hex>).
-STALE_JOIN = Mechanism(
+SOCKMAP_NAME = "cilium_sock_ops"
+CILIUM_PIN = f"{mounts.BPFFS}/tc/globals/{SOCKMAP_NAME}"
+PLAIN, ACCELERATED = "tcp_recvmsg", "tcp_bpf_recvmsg"
+# Each entry's socket judged against its key, its state and its namespace.
+BY_SOCKET = Mechanism("each key's socket (sockmap iterator) against the key, its TCP state and the addresses "
+                      "of its namespace", (*sockmap_sockets.ITERATOR.needs, *netns.ADDRESSES.needs))  # fmt: skip
+# Map entries joined with live sockets by cookie (8-byte values only; ss prints sk:<cookie>).
+BY_COOKIE = Mechanism(
     "map cookies joined with live sockets (ss -tine, sk:<cookie>) and their 5-tuples", (ss.SS,)
 )
-SOCKMAP_NAME = "cilium_sock_ops"
-PLAIN, ACCELERATED = "tcp_recvmsg", "tcp_bpf_recvmsg"
+NAMESPACES_CHECKED = 64  # namespaces whose addresses are read, at most
+STALE = ("held by a socket of another 5-tuple", "socket closed", "orphaned socket",
+         "its namespace no longer has the address", "its namespace is unreachable", "socket gone")  # fmt: skip
 
 
 def _target(value: Any, name: str) -> str:
@@ -53,6 +69,117 @@ def _url_path(value: Any, name: str) -> str:
             f"parameter {name}: {value!r} is not a URL path (it starts with / and has no spaces)"
         )
     return text
+
+
+def judge_by_socket(
+    entries: pd.DataFrame, owners: dict[int, set[str] | None], now: dict[str, int] | None = None
+) -> pd.DataFrame:
+    """Status of each entry from the socket that holds its key (iterator columns).
+
+    Cilium keys a socket by its peer's view, so a live entry's key is the socket's own
+    tuple reversed: sip/sport its peer, dip/dport itself. ``owners`` maps a namespace
+    inode to the addresses it holds, or None when no path reaches it; namespaces not in
+    it were not checked. ``now`` names the namespace that holds an address now (the
+    pod's, when its target is known).
+    """
+    status, detail = [], []
+    for e in entries.itertuples():
+        tuple_text = f"{e.local}:{e.local_port} <- {e.peer}:{e.peer_port}"
+        where = owners.get(int(e.netns), set()) if int(e.netns) in owners else "unchecked"
+        if pd.isna(e.state):
+            status.append("not verified")
+            detail.append("no socket read for this key")
+        elif (e.peer, int(e.peer_port), e.local, int(e.local_port)) != (
+            e.sip,
+            int(e.sport),
+            e.dip,
+            int(e.dport),
+        ):
+            status.append("held by a socket of another 5-tuple")
+            detail.append(f"the socket is {tuple_text}")
+        elif e.state == "CLOSE":
+            status.append("socket closed")
+            detail.append(f"{tuple_text} is CLOSE")
+        elif e.orphan:
+            status.append("orphaned socket")
+            detail.append(f"{tuple_text} ({e.state}) has no file: its process closed it")
+        elif where is None:
+            status.append("its namespace is unreachable")
+            detail.append(f"{tuple_text} ({e.state}) lives in netns {e.netns}, which no process and no name "
+                          "refers to (a deleted pod's, kept alive by its sockets)")  # fmt: skip
+        elif where != "unchecked" and e.local not in where:
+            status.append("its namespace no longer has the address")
+            moved = f" (netns {now[e.local]} has it now)" if now and e.local in now else ""
+            detail.append(
+                f"{tuple_text} ({e.state}) lives in netns {e.netns}, which no longer has {e.local}{moved}"
+            )
+        else:
+            status.append("live, matches its key")
+            detail.append(f"{tuple_text} ({e.state}, netns {e.netns})")
+    out = entries.assign(status=status, socket=detail)
+    return out.assign(stale=out["status"].isin(STALE))
+
+
+def judge_by_cookie(entries: pd.DataFrame, sockets: pd.DataFrame) -> pd.DataFrame:
+    """Status of each entry from its cookie (a sockhash with 8-byte values), joined
+    with live sockets (``ss`` rows, ``netns`` naming where each was read)."""
+    by_cookie = sockets.dropna(subset=["cookie"]).drop_duplicates("cookie").set_index("cookie")
+    status, detail = [], []
+    for e in entries.itertuples():
+        cookie = getattr(e, "cookie", None)
+        if cookie is None or pd.isna(cookie):
+            status.append("not verified")
+            detail.append("the map gives no cookie and no iterator ran")
+        elif cookie not in by_cookie.index:
+            status.append("socket gone")
+            detail.append(f"no live socket has cookie {cookie}")
+        else:
+            s = by_cookie.loc[cookie]
+            mine = (s["peer"], int(s["peer_port"]), s["local"], int(s["local_port"])) == (
+                e.sip,
+                int(e.sport),
+                e.dip,
+                int(e.dport),
+            )
+            status.append("live, matches its key" if mine else "held by a socket of another 5-tuple")
+            detail.append(f"{s['local']}:{int(s['local_port'])} <- {s['peer']}:{int(s['peer_port'])} "
+                          f"({s['netns']}, {s['state']})")  # fmt: skip
+    out = entries.assign(status=status, socket=detail)
+    return out.assign(stale=out["status"].isin(STALE))
+
+
+def poisoned_ports(stale: pd.DataFrame, pod_ip: str, pod_port: int) -> list[int]:
+    """Client ports whose connections to pod_ip:pod_port will hang: the new server
+    socket's key (client -> pod) is held by a stale entry."""
+    if stale.empty:
+        return []
+    hit = stale[stale["stale"] & (stale["dip"] == pod_ip) & (stale["dport"] == pod_port)]
+    return sorted({int(p) for p in hit["sport"]})
+
+
+def port_runs(ports: list[int]) -> list[str]:
+    """Consecutive ports as curl --local-port ranges (``40120-40127``), longest first:
+    curl takes the first free port of a range, so a range may hold poisoned ports only."""
+    runs: list[list[int]] = []
+    for port in sorted(set(ports)):
+        if runs and port == runs[-1][-1] + 1:
+            runs[-1].append(port)
+        else:
+            runs.append([port])
+    runs.sort(key=len, reverse=True)
+    return [f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs]
+
+
+def mismatched_flows(handlers: pd.DataFrame) -> pd.DataFrame:
+    """Flows whose client end is accelerated (tcp_bpf_recvmsg) while the server end kept
+    tcp_recvmsg: the server's insert failed. One row per client port."""
+    if handlers.empty:
+        return pd.DataFrame(columns=["client", "client_port", "server", "server_port"])
+    client = handlers[(handlers["side"] == "client") & (handlers["handler"] == ACCELERATED)]
+    server = handlers[(handlers["side"] == "server") & (handlers["handler"] == PLAIN)]
+    flows = client.merge(server, left_on="local_port", right_on="peer_port", suffixes=("_c", "_s"))
+    return pd.DataFrame({"client": flows["local_c"], "client_port": flows["local_port_c"],
+                         "server": flows["local_s"], "server_port": flows["local_port_s"]}).drop_duplicates()  # fmt: skip
 
 
 class StuckTcp(Investigation):
@@ -81,8 +208,8 @@ class StuckTcp(Investigation):
         Step("scope", "scope", (reach.PROBES,)),
         Step("socket_counters", "socket counters", (ss.SOCK_DIAG,)),
         Step("receive_paths", "recvmsg handler per socket", (tcp_sockets.ITERATOR,)),
-        Step("sockmap_entries", "sockmap dump", (bpf_objects.MAP_DUMP,)),
-        Step("stale_entries", "stale entries", (STALE_JOIN,)),
+        Step("sockmap_entries", "sockmap dump", (sockmap_sockets.ITERATOR, bpf_objects.MAP_DUMP)),
+        Step("stale_entries", "stale entries", (BY_SOCKET, BY_COOKIE)),
     )
 
     def prepare(self) -> None:
@@ -104,11 +231,26 @@ class StuckTcp(Investigation):
         self.remote = open_target(v["remote_target"], node=self.target) if v["remote_target"] else None
         self.sockmap = v["sockmap"]
 
+    def _suspect_ports(self) -> None:
+        """The client ports stale keys poison (those that hold the pod's address and
+        port: a node -> pod request from one of them hangs), derived once. The probes
+        use them unless client ports were given."""
+        if "poisoned_ports" in self.results:
+            return
+        ports = poisoned_ports(self._judged(), self.pod_ip, self.pod_port)
+        self.results["poisoned_ports"] = pd.DataFrame({"client_port": ports}, dtype="int64")
+        runs = port_runs(ports)
+        if runs and not self.client_ports:
+            self.client_ports = runs[0]
+            low, _, high = runs[0].partition("-")
+            self.port_span = (int(low), int(high or low))
+
     # --- 1. scope ------------------------------------------------------------------
     def scope(self) -> pd.DataFrame:
         """ping, TCP connect and HTTP from each vantage point, ``tries`` times each."""
         if self.mechanism("scope") is None:
             return pd.DataFrame()
+        self._suspect_ports()
         vantages: list[tuple[str, Target, str | None]] = [("node -> pod", self.target, self.cgroup)]
         if self.peer is not None:
             vantages.append(("pod -> pod (same node)", self.peer, None))
@@ -149,6 +291,7 @@ class StuckTcp(Investigation):
         """The flow's socket on the node, sampled twice while a request is in flight."""
         if self.mechanism("socket_counters") is None:
             return pd.DataFrame()
+        self._suspect_ports()
         samples = []
         with reach.HeldRequest(self.target, self.pod_ip, self.pod_port, self.hold_path, seconds=max(4.0, self.timeout + 1),
                                local_port=self.client_ports, cgroup=self.cgroup):  # fmt: skip
@@ -181,6 +324,7 @@ class StuckTcp(Investigation):
             return pd.DataFrame()
         if self.mechanism("receive_paths") is None:
             return pd.DataFrame()
+        self._suspect_ports()
         with reach.HeldRequest(self.target, self.pod_ip, self.pod_port, self.hold_path, seconds=max(4.0, self.timeout + 1),
                                local_port=self.client_ports, cgroup=self.cgroup):  # fmt: skip
             try:
@@ -205,109 +349,148 @@ class StuckTcp(Investigation):
         return frame
 
     # --- 4. sockmap ----------------------------------------------------------------
-    def sockmap_entries(self) -> pd.DataFrame:
-        """Cilium's sockops map, found by name or pin, every key decoded."""
-        if self.mechanism("sockmap_entries") is None:
-            return pd.DataFrame()
+    def _find_map(self, host: Target) -> dict[str, Any] | None:
+        """The sockops sockhash: the pin given, else Cilium's pin, else by name."""
+        pin = self.sockmap or (CILIUM_PIN if host.exists(CILIUM_PIN) else "")
+        if pin:
+            info = host.run_json(["bpftool", "-j", "map", "show", "pinned", pin])
+            if not info:
+                raise NetlabError(f"parameter sockmap: nothing is pinned at {pin}")
+            return {"id": int(info["id"]), "key_size": int(info["bytes_key"]),
+                    "value_size": int(info["bytes_value"]), "where": f"pinned at {pin}"}  # fmt: skip
+        maps = bpf_objects.maps(host)
+        found = maps[(maps["name"] == SOCKMAP_NAME[:15]) & (maps["type"] == "sockhash")]
+        if found.empty:
+            return None
+        m = found.iloc[0]
+        return {"id": int(m["map_id"]), "key_size": int(m["key_size"]), "value_size": int(m["value_size"]),
+                "where": f"found by name ({len(found)} sockhash(es) named {SOCKMAP_NAME})"}  # fmt: skip
+
+    def _read_sockmap(self) -> pd.DataFrame:
+        """Every key, decoded, with the socket that holds it when the iterator can run."""
+        if "sockmap" in self.results:
+            return self.results["sockmap"]
+        self.results["sockmap"] = frame = pd.DataFrame()
+        chosen = self.mechanism("sockmap_entries")
+        if chosen is None:
+            return frame
         host = self.target.host()
-        if self.sockmap:
-            info = host.run_json(["bpftool", "-j", "map", "show", "pinned", self.sockmap])
-            found = [info] if info else []
-        else:
-            maps = bpf_objects.maps(host)
-            found = (
-                maps[maps["name"] == SOCKMAP_NAME[:15]].rename(columns={"map_id": "id"}).to_dict("records")
-            )
-        if not found:
+        found = self._find_map(host)
+        if found is None:
             self.skipped(
-                "sockmap dump", f"no map named {SOCKMAP_NAME} (and no pin given): sockops acceleration is off"
+                "sockmap dump",
+                f"no sockhash named {SOCKMAP_NAME} (and no pin given): sockops acceleration is off",
             )
-            return pd.DataFrame()
-        entry = found[0]
-        entries = bpf_objects.dump(host, int(entry["id"]))
+            return frame
+        map_id, key_size = found["id"], found["key_size"]
         # The layout from the map's own sizes, so an empty map decodes too.
-        layout = detect_layout(SOCKMAP_NAME, int(entry.get("key_size") or entry.get("bytes_key")),
-                               int(entry.get("value_size") or entry.get("bytes_value")))[0]  # fmt: skip
-        frame = decode_sockmap(entries, layout=layout, map_name=SOCKMAP_NAME)
-        frame.insert(0, "map_id", int(entry["id"]))
+        layout = detect_layout(SOCKMAP_NAME, key_size, found["value_size"])[0]
+        sockets, why = None, ""
+        if chosen is sockmap_sockets.ITERATOR:
+            try:
+                sockets = sockmap_sockets.read(host, map_id, key_size)
+            except NetlabError as exc:
+                why = f" (the sockmap iterator failed: {exc.message})"
+        if sockets is not None:
+            entries = [
+                MapEntry(key=bytes.fromhex(k), value=None, line=i) for i, k in enumerate(sockets["key_hex"])
+            ]
+            decoded = decode_sockmap(entries, layout=layout, map_name=SOCKMAP_NAME).drop(columns=["cookie"])
+            frame = pd.concat(
+                [decoded, sockets.drop(columns=["key_hex"]).rename(columns={"family": "sock_family"})], axis=1
+            )
+            how = f"{sockmap_sockets.ITERATOR.name} over map id {map_id}"
+        else:
+            frame = decode_sockmap(bpf_objects.dump(host, map_id), layout=layout, map_name=SOCKMAP_NAME)
+            how = f"bpftool -j map dump id {map_id}{why}"
+        frame.insert(0, "map_id", map_id)
         # Keys as hex: evidence is data (JSON), and the remediation needs the exact bytes.
         frame["key_hex"] = frame["key"].map(lambda k: bytes(k).hex())
-        self.results["sockmap"] = frame.drop(columns=["key"])
-        self.used(
-            "sockmap dump", f"bpftool -j map dump id {entry['id']}, decoded with Cilium's sock_key layout"
-        )
-        per_ip = sockmap_entries_per_ip(frame) if len(frame) else pd.DataFrame()
-        self.evidence("sockmap entries", frame.drop(columns=["key"], errors="ignore"))
+        frame = frame.drop(columns=["key"])
+        self.results["sockmap"] = frame
+        self.used("sockmap dump", f"{how}, {found['where']}, keys decoded with Cilium's sock_key layout "
+                                  f"(key {key_size} bytes, value {found['value_size']})")  # fmt: skip
+        return frame
+
+    def sockmap_entries(self) -> pd.DataFrame:
+        """Cilium's sockops map, found by pin or name, every key decoded, with its socket."""
+        frame = self._read_sockmap()
+        if frame.empty:
+            return frame
+        per_ip = sockmap_entries_per_ip(frame)
+        self.evidence("sockmap entries", frame)
         self.evidence(
             "sockmap entries per IP", per_ip, "thousands of entries for one node IP was the case's tell"
         )
-        return frame.drop(columns=["key"], errors="ignore")
+        return frame
 
     # --- 5. stale entries ----------------------------------------------------------
-    def stale_entries(self) -> pd.DataFrame:
-        """Map entries whose socket is gone or belongs to another 5-tuple, and the entry
-        that holds the probed flow's server key."""
-        entries = self.results.get("sockmap")
-        if entries is None:
-            entries = self.sockmap_entries()
-            entries = self.results.get("sockmap", pd.DataFrame())
+    def _owners(self, entries: pd.DataFrame) -> dict[int, set[str] | None]:
+        """The addresses of the namespaces the entries' sockets live in (None: no path
+        reaches that namespace). Those of the pod's address first, at most
+        :data:`NAMESPACES_CHECKED`."""
+        host = self.target.host()
+        mine = entries[entries["local"] == self.pod_ip]["netns"].tolist()
+        wanted = list(dict.fromkeys([int(n) for n in mine + entries["netns"].tolist()]))[:NAMESPACES_CHECKED]
+        paths = netns.paths(host)
+        return {n: netns.addresses(host, paths[n]) if n in paths else None for n in wanted}
+
+    def _judged(self) -> pd.DataFrame:
+        """Each entry with its status (cached; evidence is recorded by :meth:`stale_entries`)."""
+        if "stale" in self.results:
+            return self.results["stale"]
+        entries = self._read_sockmap()
+        self.results["stale"] = frame = pd.DataFrame()
         if entries.empty or self.mechanism("stale_entries") is None:
-            return pd.DataFrame()
-        live = []
-        for where, target in (
-            ("node", self.target),
-            ("pod", self.pod),
-            ("peer pod", self.peer),
-            ("remote", self.remote),
-        ):
-            if target is not None:
-                live.append(ss.sockets(target).assign(netns=where))
-        live = [frame for frame in live if len(frame)]
-        sockets = pd.concat(live, ignore_index=True) if live else pd.DataFrame(columns=ss.COLUMNS + ["netns"])
-        by_cookie = sockets.dropna(subset=["cookie"]).drop_duplicates("cookie").set_index("cookie")
-        rows = []
-        for _, e in entries.iterrows():
-            cookie = e.get("cookie")
-            status, owner = "unknown (no cookie in this map)", ""
-            if pd.notna(cookie):
-                if cookie in by_cookie.index:
-                    s = by_cookie.loc[cookie]
-                    owner = f"{s['local']}:{int(s['local_port'])} -> {s['peer']}:{int(s['peer_port'])} ({s['netns']}, {s['state']})"
-                    same = (s["local"], int(s["local_port"]), s["peer"], s["peer_port"]) == (
-                        e["sip"],
-                        int(e["sport"]),
-                        e["dip"],
-                        e["dport"],
-                    )
-                    status = "live, matches its key" if same else "belongs to a different 5-tuple"
-                else:
-                    status = "socket gone"
-            rows.append({"key": f"{e['sip']}:{e['sport']} -> {e['dip']}:{e['dport']}", "cookie": cookie,
-                         "status": status, "socket": owner, "sip": e["sip"], "sport": e["sport"], "dip": e["dip"],
-                         "dport": e["dport"], "map_id": e["map_id"]})  # fmt: skip
-        frame = pd.DataFrame(rows)
-        handlers = self.results.get("handlers", pd.DataFrame())
-        if self.port_span:
-            frame["blocks_probed_flow"] = (
-                (frame["sip"] == self.pod_ip)
-                & (frame["sport"] == self.pod_port)
-                & frame["dport"].between(*self.port_span)
+            return frame
+        if "state" in entries:
+            owners = self._owners(entries)
+            pod_netns = netns.inode(self.pod) if self.pod is not None else None
+            frame = judge_by_socket(entries, owners, {self.pod_ip: pod_netns} if pod_netns else None)
+            unreachable = sum(v is None for v in owners.values())
+            self.used(
+                "stale entries", f"{BY_SOCKET.name}: {len(owners)} namespaces, {unreachable} unreachable"
             )
-        elif not handlers.empty:
-            plain = handlers[(handlers["side"] == "server") & (handlers["handler"] == PLAIN)]
-            keys = {(self.pod_ip, self.pod_port, int(p)) for p in plain["peer_port"]}
-            frame["blocks_probed_flow"] = [
-                (a, b, c) in keys
-                for a, b, c in zip(frame["sip"], frame["sport"], frame["dport"], strict=False)
-            ]
+        elif entries["cookie"].notna().any():
+            live = [ss.sockets(t).assign(netns=where) for where, t in
+                    (("node", self.target), ("pod", self.pod), ("peer pod", self.peer), ("remote", self.remote)) if t is not None]  # fmt: skip
+            live = [f for f in live if len(f)]
+            sockets = (
+                pd.concat(live, ignore_index=True) if live else pd.DataFrame(columns=ss.COLUMNS + ["netns"])
+            )
+            frame = judge_by_cookie(entries, sockets)
+            self.used("stale entries", BY_COOKIE.name)
         else:
-            frame["blocks_probed_flow"] = False
-        frame["stale"] = frame["status"].isin(["belongs to a different 5-tuple", "socket gone"])
+            frame = judge_by_cookie(entries, pd.DataFrame(columns=ss.COLUMNS + ["netns"]))
+            self.skipped("stale entries", "the sockmap iterator did not run and this map's values are not cookies: "
+                                          "keys only, no entry could be verified")  # fmt: skip
+        frame["key_text"] = [f"{a}:{p} -> {b}:{q}" for a, p, b, q in zip(frame["sip"], frame["sport"], frame["dip"], frame["dport"], strict=True)]  # fmt: skip
         self.results["stale"] = frame
-        self.evidence(
-            "sockmap entries against live sockets",
-            frame[["key", "cookie", "status", "socket", "stale", "blocks_probed_flow"]],
+        return frame
+
+    def stale_entries(self) -> pd.DataFrame:
+        """Entries whose socket is not the live end of their own 5-tuple in the namespace
+        that owns the address now, and the client ports they poison."""
+        frame = self._judged()
+        if frame.empty:
+            return frame
+        self._suspect_ports()
+        flows = mismatched_flows(self.results.get("handlers", pd.DataFrame()))
+        ports = {int(p) for p in flows["client_port"]}
+        if self.port_span:
+            ports |= set(range(self.port_span[0], self.port_span[1] + 1))
+        probed = (
+            (frame["dip"] == self.pod_ip) & (frame["dport"] == self.pod_port) & frame["sport"].isin(ports)
         )
+        frame = frame.assign(blocks_probed_flow=probed)
+        self.results["stale"] = frame
+        shown = ["key_text", "status", "socket", "stale", "blocks_probed_flow"]
+        self.evidence("sockmap entries against their sockets", frame[shown],
+                      "Cilium keys a socket by its peer's view: key sip:sport -> dip:dport is held by the socket dip:dport")  # fmt: skip
+        poisoned = self.results.get("poisoned_ports", pd.DataFrame({"client_port": []}))
+        if len(poisoned):
+            self.evidence("poisoned client ports", poisoned,
+                          f"a node -> {self.pod_ip}:{self.pod_port} request from one of these ports hangs")  # fmt: skip
         return frame
 
     # --- 6. verdict ----------------------------------------------------------------
@@ -316,42 +499,66 @@ class StuckTcp(Investigation):
         results = evidence.results
         if "scope" not in results:
             return evidence.inconclusive(["the probes (scope) did not run"])
-        stale = results.get("stale", pd.DataFrame())
         scope = results["scope"]
+        stale = results.get("stale", pd.DataFrame())
+        handlers = results.get("handlers", pd.DataFrame())
         node_http = scope[(scope["vantage"] == "node -> pod") & (scope["kind"] == "http")]["success"]
-        others_ok = (
-            scope[(scope["vantage"] != "node -> pod")]["success"].min()
-            if (scope["vantage"] != "node -> pod").any()
-            else 1.0
-        )
+        others = scope[scope["vantage"] != "node -> pod"]["success"]
         if len(node_http) == 0 or pd.isna(node_http.iloc[0]):
             failures = scope[scope["vantage"] == "node -> pod"]["failures"]
             return evidence.inconclusive(["no node -> pod HTTP probe could run: " + "; ".join(failures)])
-        node_failing = float(node_http.iloc[0]) < 1.0
+        node_rate = float(node_http.iloc[0])
+        probes = f"node -> pod HTTP success {node_rate:.0%}" + (
+            f", other vantage points {float(others.min()):.0%}" if len(others) else ""
+        )
+        flows = mismatched_flows(handlers)
         bad = stale[stale["stale"]] if len(stale) else stale
-        if len(bad) == 0:
-            if node_failing:
-                return evidence.inconclusive(["node -> pod requests fail but no sockmap entry is stale"
-                                              + ("" if "sockmap" in results else " (no sockmap found)")])  # fmt: skip
-            return evidence.findings(
-                HEALTHY,
-                "All probes succeed and every sockmap entry belongs to the live socket of its own 5-tuple.",
+        # A key of a mismatched flow (client accelerated, server plain) held in the map:
+        # the server's own insert failed on it, whatever the socket holding it is.
+        held_for_flow = (
+            stale[
+                (stale["dport"].astype(int).isin(flows["server_port"].astype(int)))
+                & stale["sport"].astype(int).isin(flows["client_port"].astype(int))
+            ]  # fmt: skip
+            if len(stale) and len(flows)
+            else stale.iloc[0:0]
+        )
+        if len(bad) == 0 and len(held_for_flow) == 0:
+            unverified = int((stale["status"] == "not verified").sum()) if len(stale) else 0
+            if unverified:
+                return evidence.inconclusive([f"{unverified} of {len(stale)} sockmap entries could not be verified "
+                                              "(no iterator, no cookies); " + probes])  # fmt: skip
+            if node_rate < 1.0:
+                return evidence.inconclusive([f"node -> pod requests fail ({probes}) but no sockmap entry is stale"
+                                              + ("" if "sockmap" in results and len(results["sockmap"]) else " (no sockmap entries)")])  # fmt: skip
+            checked = (
+                f"all {len(stale)} sockmap entries belong to the live socket of their own 5-tuple"
+                if len(stale)
+                else "the sockmap is empty"
             )
-        handlers = results.get("handlers", pd.DataFrame())
-        # Prefer the entry holding the server key of the stuck flow we looked at.
-        seen_ports = set(handlers[handlers["side"] == "server"]["peer_port"]) if len(handlers) else set()
-        ranked = bad.assign(seen=bad["dport"].isin(seen_ports))
-        culprit = ranked.sort_values(["seen", "blocks_probed_flow"], ascending=False).iloc[0]
-        socket_text = "; ".join(f"{r.side} {r.local}:{r.local_port} -> {r.peer}:{r.peer_port} uses {r.handler}"
-                                for r in handlers.itertuples()) if len(handlers) else "handlers not read"  # fmt: skip
-        summary = (f"Stale sockmap entry {culprit['key']} (cookie {culprit['cookie']}: {culprit['status']}"
-                   f"{', ' + culprit['socket'] if culprit['socket'] else ''}). "
-                   f"{len(bad)} of {len(stale)} entries are stale. "
-                   f"Node -> pod HTTP success {float(node_http.iloc[0]):.0%}, other vantage points {float(others_ok):.0%}. "
-                   f"The stuck flow's sockets: {socket_text}.")  # fmt: skip
-        sockmap = results.get("sockmap", pd.DataFrame())
-        key = bytes.fromhex(str(sockmap["key_hex"].iloc[int(culprit.name)])) if "key_hex" in sockmap else b""
+            return evidence.findings(HEALTHY, f"All probes succeed ({probes}) and {checked}.")
+        # The entry that broke the flow we looked at first, then one blocking a probed port.
+        ranked = pd.concat([held_for_flow.assign(rank=0), bad.assign(rank=1)])
+        if "blocks_probed_flow" in ranked:
+            ranked["rank"] += (~ranked["blocks_probed_flow"].astype(bool)).astype(int) * 0.5
+        culprit = ranked.sort_values("rank", kind="stable").iloc[0]
+        poisoned = (
+            results.get("poisoned_ports", pd.DataFrame({"client_port": []}))["client_port"]
+            .astype(int)
+            .tolist()
+        )
+        flow_text = "; ".join(f"client {r.client}:{r.client_port} uses {ACCELERATED}, server {r.server}:{r.server_port} "
+                              f"uses {PLAIN}" for r in flows.itertuples()) or "handlers not seen on a held flow"  # fmt: skip
+        summary = (f"Stale sockmap entry {culprit['key_text']} ({culprit['status']}: {culprit['socket']}). "
+                   f"{len(bad)} of {len(stale)} entries are stale"
+                   + (f"; they poison client ports {', '.join(map(str, poisoned))}" if poisoned else "")
+                   + f". {probes}. The stuck flow: {flow_text}.")  # fmt: skip
         remediation = []
+        key = (
+            bytes.fromhex(str(culprit["key_hex"]))
+            if "key_hex" in culprit and isinstance(culprit["key_hex"], str)
+            else b""
+        )
         if key:
             argv = bpftool_map_delete_argv(key, map_id=int(culprit["map_id"]))
             remediation.append(
@@ -360,7 +567,13 @@ class StuckTcp(Investigation):
         remediation.append(
             "or drain and restart the node's agent (the case's own fix) — never both while traffic flows"
         )
-        reasons = [f"stale key {culprit['key']}", f"status: {culprit['status']}"]
+        reasons = [
+            f"stale key {culprit['key_text']}",
+            f"status: {culprit['status']}",
+            f"socket: {culprit['socket']}",
+        ]
+        if len(flows):
+            reasons.append(f"handler mismatch: {flow_text}")
         return evidence.findings(VERDICT, summary, remediation=remediation, reasons=reasons)
 
     @staticmethod

@@ -1,49 +1,70 @@
-"""Case 000's stale sockmap entry, planted for real.
+"""The two ends of the connections that leave case 000's stale sockmap entries.
 
-``python -m netlab.lab.stale_socket MAP_PIN KEY_HEX...`` makes, for each key, an
-established TCP socket pair on loopback (in whatever namespace it runs: outside the accelerated cgroup, since a
-socket can sit in only one map with an sk_msg program), inserts one end into the sockhash
-under KEY_HEX with BPF_NOEXIST through libbpf, prints ``planted <cookie>...`` and keeps the
-sockets alive until killed — like the leftover socket of the incident. Payload redirected
-to it piles up in its receive queue, which nobody reads.
+``python -m netlab.lab.stale_socket server LAB PORT`` is a pod's previous incarnation:
+it accepts connections on PORT and holds them, reading nothing, until killed. When its
+pod is deleted while this process lives on (a leaked process or socket), the server
+sockets stay ESTABLISHED in a namespace nobody can reach, and their sockhash entries,
+keyed for the node's client ports, stay with them.
+
+``python -m netlab.lab.stale_socket client LAB ADDR PORT LOCAL_PORT...`` is the node's
+client: it connects to ADDR:PORT from each LOCAL_PORT, prints ``connected``, and on
+SIGTERM closes every socket with a zero linger (an RST, no TIME_WAIT), so the ports are
+free again at once, as a client that gave up.
+
+``LAB`` (``<prefix>-<scenario>``) is on the command line so that teardown finds these
+processes by name even after their namespace has lost its name.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import os
 import signal
 import socket
+import struct
 import sys
+import time
 
-BPF_NOEXIST = 1
 
-
-def plant(map_pin: str, key: bytes) -> tuple[socket.socket, socket.socket, socket.socket]:
-    libbpf = ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
-    map_fd = libbpf.bpf_obj_get(map_pin.encode())
-    if map_fd < 0:
-        raise OSError(-map_fd, f"bpf_obj_get {map_pin}: {os.strerror(-map_fd)}")
+def server(port: int) -> None:
     listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    stale = socket.create_connection(listener.getsockname())
-    peer, _ = listener.accept()
-    key_buf = ctypes.create_string_buffer(key, len(key))
-    value = ctypes.c_uint64(stale.fileno())
-    rc = libbpf.bpf_map_update_elem(map_fd, key_buf, ctypes.byref(value), ctypes.c_uint64(BPF_NOEXIST))
-    if rc < 0:
-        raise OSError(-rc, f"sockhash update: {os.strerror(-rc)}")
-    return listener, stale, peer
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", port))
+    listener.listen(64)
+    held = []
+    print("listening", flush=True)
+    while True:
+        conn, _ = listener.accept()
+        held.append(conn)
+
+
+def client(address: str, port: int, local_ports: list[int]) -> None:
+    held = []
+    for local in local_ports:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", local))
+        sock.settimeout(5)
+        sock.connect((address, port))
+        held.append(sock)
+
+    def close(*_: object) -> None:
+        for sock in held:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        print("closed", flush=True)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, close)
+    print("connected", flush=True)
+    while True:
+        time.sleep(3600)
 
 
 def main() -> None:
-    map_pin = sys.argv[1]
-    kept = [plant(map_pin, bytes.fromhex(key_hex)) for key_hex in sys.argv[2:]]
-    cookies = [int.from_bytes(k[1].getsockopt(socket.SOL_SOCKET, 57, 8), "little") for k in kept]  # SO_COOKIE
-    print("planted " + " ".join(map(str, cookies)), flush=True)
-    signal.pause()
+    mode, args = sys.argv[1], sys.argv[3:]
+    if mode == "server":
+        server(int(args[0]))
+    else:
+        client(args[0], int(args[1]), [int(p) for p in args[2:]])
 
 
 if __name__ == "__main__":

@@ -155,6 +155,17 @@ class Topology:
         sh(["ip", "-n", node, "route", "replace", f"{POD_V4[pod]}/32", "dev", lxc])
         sh(["ip", "-n", node, "-6", "route", "replace", f"{POD_V6[pod]}/128", "dev", lxc])
 
+    def replace_pod(self, pod: str, lxc: str) -> None:
+        """Delete ``pod`` and create it again with the same address, as a restarted pod:
+        its veth goes, its namespace loses its name (processes still inside keep it
+        alive, unreachable), and a new namespace of the same name takes the address."""
+        node, ns = self.node, self.pod(pod)
+        sh(["ip", "-n", node, "link", "del", lxc], check=False)
+        sh(["ip", "netns", "del", ns])
+        sh(["ip", "netns", "add", ns])
+        sh(["ip", "-n", ns, "link", "set", "lo", "up"])
+        self._build_pod(pod, lxc)
+
     def wait_ready(self, *, timeout: float = 15.0) -> dict[str, float]:
         """Wait (bounded) until the node's links are up, no address is tentative and the
         node, the remote and every pod answer each other over IPv4 and IPv6."""

@@ -18,9 +18,17 @@ from netlab.probes import bpf_build
 from netlab.targets import Target
 
 
-def run(source: str, target: Target, *, timeout: float = 30, defines: dict[str, str] | None = None) -> str:
+def run(
+    source: str,
+    target: Target,
+    *,
+    timeout: float = 30,
+    defines: dict[str, str] | None = None,
+    map_id: int | None = None,
+) -> str:
     """Build ``source`` (a ``netlab/probes/bpf`` file) for the node's kernel, run it once
-    on the node, return its output."""
+    on the node, return its output. ``map_id`` is the map a map-element iterator
+    (``iter/sockmap``, ``iter/bpf_map_elem``) walks."""
     host = target.host()
     obj = bpf_build.build(source, host, defines=defines)
     base = mounts.bpffs(host)
@@ -28,7 +36,8 @@ def run(source: str, target: Target, *, timeout: float = 30, defines: dict[str, 
     host.run(["rm", "-f", pin])
     placed = bpf_build.place(obj, host)
     try:
-        host.run(["bpftool", "iter", "pin", placed, pin], timeout=timeout)
+        over = ["map", "id", str(int(map_id))] if map_id is not None else []
+        host.run(["bpftool", "iter", "pin", placed, pin, *over], timeout=timeout)
         return target.run(["cat", pin], timeout=timeout).stdout
     finally:
         host.run(["rm", "-f", pin, *([placed] if placed != obj else [])], check=False)

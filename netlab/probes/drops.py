@@ -115,6 +115,9 @@ class DropTrace:
     notes: list[str] = field(default_factory=list)
 
 
+REPRODUCTION_GRACE = 60.0  # seconds a window waits past its duration for the reproduction
+
+
 def trace(
     target: Target,
     seconds: float = 10.0,
@@ -146,6 +149,11 @@ def trace(
             worker = threading.Thread(target=background, daemon=True)
             worker.start()
         inst.wait(seconds, step="drop trace", count_events=inst.entries, max_events=max_events)
+        if worker is not None and worker.is_alive() and inst.entries() < max_events:
+            # The window covers the whole reproduction: on a slow (emulated, loaded) node
+            # it outlasts ``seconds``, and its late packet is the one that matters. The
+            # ring buffer bounds what is kept meanwhile.
+            worker.join(timeout=REPRODUCTION_GRACE)
         inst.stop()
         capped = inst.entries() >= max_events
         text = inst.trace()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 from collections.abc import Sequence
+from pathlib import Path
 
 from netlab import naming, params
 from netlab.targets.base import CommandResult, Target
@@ -29,7 +31,10 @@ class SshTarget(Target):
     of short commands, and a new connection costs a key exchange each time (about 1 s
     against an emulated node, 0.1 s through the shared one). The master connection's
     socket is named with netlab's prefix in netlab's runtime directory and the master
-    exits on its own :data:`PERSIST` seconds after the last command.
+    exits on its own :data:`PERSIST` seconds after the last command. The socket's name
+    also carries the ssh configuration in force (``NETLAB_SSH_CONFIG``, its contents and
+    extra options): a connection authenticated under one set of keys and known hosts is
+    never reused under another, so host-key checking is never skipped.
     """
 
     wraps_timeout = True
@@ -63,6 +68,7 @@ class SshTarget(Target):
         remote = shlex.join(["timeout", "-k", "2", f"{timeout:g}", *argv])
         naming.runtime_base().mkdir(parents=True, exist_ok=True)
         dest = f"{self.user}@{self.hostname}" if self.user else self.hostname
+        config = os.environ.get("NETLAB_SSH_CONFIG", "")
         return [
             "ssh",
             "-o", "BatchMode=yes",
@@ -70,11 +76,11 @@ class SshTarget(Target):
             "-o", f"ConnectTimeout={int(self.connect_timeout)}",
             "-o", "LogLevel=ERROR",
             "-o", "ControlMaster=auto",
-            "-o", f"ControlPath={naming.runtime_base()}/{naming.PREFIX}_ssh_%C",
+            "-o", f"ControlPath={naming.runtime_base()}/{naming.PREFIX}_ssh_{_config_tag(config, self.ssh_options)}_%C",
             "-o", f"ControlPersist={PERSIST}",
             *self.ssh_options,
             *(["-p", str(self.port)] if self.port else []),
-            *(["-F", os.environ["NETLAB_SSH_CONFIG"]] if os.environ.get("NETLAB_SSH_CONFIG") else []),
+            *(["-F", config] if config else []),
             "--", dest, remote,
         ]  # fmt: skip
 
@@ -100,3 +106,13 @@ class SshTarget(Target):
         ):
             return f"{self.url}: cannot reach the node: {result.brief_error()}"
         return None
+
+
+def _config_tag(config: str, options: Sequence[str]) -> str:
+    """A short digest of the ssh configuration a shared connection was opened under."""
+    digest = hashlib.sha256("\0".join([config, *options]).encode())
+    try:
+        digest.update(Path(config).read_bytes() if config else b"")
+    except OSError:
+        pass  # ssh itself reports an unreadable -F file
+    return digest.hexdigest()[:8]

@@ -47,8 +47,8 @@ def test_no_netlab_on_the_node(labs_on_guest: str) -> None:
     assert node.which("netlab") is None
 
 
-@pytest.mark.parametrize(("scenario", "investigation", "verdict"), CASES, ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("healthy", [False, True], ids=["incident", "healthy"])
+@pytest.mark.parametrize(("scenario", "investigation", "verdict"), CASES, ids=[c[0] for c in CASES])
 def test_verdict_on_the_guest(labs_on_guest: str, scenario: str, investigation: str, verdict: str,
                               healthy: bool, tmp_path: Path) -> None:  # fmt: skip
     started = time.monotonic()

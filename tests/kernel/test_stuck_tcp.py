@@ -1,5 +1,6 @@
-"""Case 000 on the real kernel: the stuck-tcp lab (sockops + sk_msg acceleration with a
-planted stale entry) and the stuck-tcp investigation, both twins."""
+"""Case 000 on the real kernel: the stuck-tcp lab (Cilium-shaped sockops + sk_msg
+acceleration; a stale entry left by a restarted pod's leaked sockets) and the stuck-tcp
+investigation, both twins."""
 
 from __future__ import annotations
 
@@ -25,12 +26,16 @@ def test_broken_lab_names_the_stale_key_and_handlers() -> None:
         assert check.ok, check.text()
         findings = investigate("stuck-tcp", NAME, healthy=False)
     assert findings.verdict == "stale-sockmap-entry", findings.summary
-    # The stale key, decoded: the pod's server end of a node client port in the range.
-    assert "Stale sockmap entry 10.244.1.11:8080 -> 192.168.50.1:4012" in findings.summary
-    assert "belongs to a different 5-tuple" in findings.summary
-    assert "uses tcp_bpf_recvmsg" in findings.summary and "server 10.244.1.11:8080" in findings.summary
-    assert "uses tcp_recvmsg" in findings.summary
+    # The stale key, decoded (Cilium's orientation: the client's end first), the socket
+    # holding it (in the old pod's namespace), the ports it poisons and both handlers.
+    assert "Stale sockmap entry 192.168.50.1:4012" in findings.summary
+    assert "-> 10.244.1.11:8080 (its namespace no longer has the address" in findings.summary
+    assert "(ESTABLISHED) lives in netns" in findings.summary and "has it now" in findings.summary
+    assert "they poison client ports 40120, 40121" in findings.summary
+    assert "uses tcp_bpf_recvmsg, server 10.244.1.11:8080 uses tcp_recvmsg" in findings.summary
     assert findings.remediation[0].startswith("bpftool map delete id ")
+    assert findings.mechanisms["sockmap dump"].startswith("BPF sockmap iterator")
+    assert "pinned at /sys/fs/bpf/tc/globals/cilium_sock_ops" in findings.mechanisms["sockmap dump"]
     scope = next(e for e in findings.evidence if e.title.startswith("probe matrix")).frame()
     node_http = scope[(scope["vantage"] == "node -> pod") & (scope["kind"] == "http")]["success"].iloc[0]
     assert node_http < 1.0
@@ -48,6 +53,41 @@ def test_healthy_twin_is_healthy() -> None:
         assert lab.verify(NAME).ok
         findings = investigate("stuck-tcp", NAME, healthy=True)
     assert findings.verdict == "healthy", findings.summary
+    # Checked, not assumed: the live connections' entries were each matched to their socket.
+    assert "all 4 sockmap entries belong to the live socket of their own 5-tuple" in findings.summary
+    assert leftovers() == []
+
+
+def test_the_map_has_ciliums_shape_and_refuses_user_space_lookups() -> None:
+    with scenario(NAME) as params:
+        shown = json.loads(NetnsTarget(params["node_netns"]).host().run(
+            ["bpftool", "-j", "map", "show", "pinned", "/sys/fs/bpf/tc/globals/cilium_sock_ops"]).stdout)  # fmt: skip
+        assert (shown["type"], shown["bytes_key"], shown["bytes_value"]) == ("sockhash", 44, 4)
+        check = lab.verify(NAME)
+        lookup = [c for c in check.checks if c.check == "a user-space lookup of a held key"]
+        assert lookup and lookup[0].ok and "No space left on device" in lookup[0].observed
+        progs = {p["name"]: p["type"] for p in json.loads(
+            NetnsTarget(params["node_netns"]).host().run(["bpftool", "-j", "prog", "show"]).stdout)}  # fmt: skip
+        assert progs.get("bpf_sockmap") == "sock_ops" and progs.get("bpf_redir_proxy") == "sk_msg"
+    assert leftovers() == []
+    assert not os.path.exists("/sys/fs/bpf/tc/globals/cilium_sock_ops")
+
+
+def test_with_only_the_pods_address_it_finds_map_ports_and_stale_entry(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """No lab parameters: the map by Cilium's pin, the stale entries by their sockets,
+    the poisoned ports from the keys."""
+    with scenario(NAME) as params:
+        argv = ["run", "stuck-tcp", "--target", f"netns://{params['node_netns']}", "-p", "pod_ip", "10.244.1.11",
+                "-p", "pod_port", "8080", "--out", str(tmp_path), "--json"]  # fmt: skip
+        assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["verdict"] == "stale-sockmap-entry", data["summary"]
+    assert (
+        "they poison client ports 40120, 40121, 40122, 40123, 40124, 40125, 40126, 40127" in data["summary"]
+    )
+    poisoned = next(e for e in data["evidence"] if e["title"] == "poisoned client ports")
+    assert [r["client_port"] for r in poisoned["rows"]] == list(range(40120, 40128))
     assert leftovers() == []
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import pytest
 
+from netlab import naming
 from netlab.errors import NetlabError
 from netlab.targets import LocalTarget, NetnsTarget, SshTarget, open_target
 
@@ -109,9 +111,26 @@ def test_a_namespace_is_on_the_node_under_investigation() -> None:
     assert open_target("netns://b", node=NetnsTarget("a")).url == "netns://b"
 
 
-def test_ssh_connections_are_shared_per_node() -> None:
-    argv = SshTarget("127.0.0.1", "root")._spawn_argv(["true"], 5)
+def _control(target: SshTarget) -> tuple[list[str], str]:
+    argv = target._spawn_argv(["true"], 5)
     options = [argv[i + 1] for i, a in enumerate(argv) if a == "-o"]
+    return options, next(o for o in options if o.startswith("ControlPath="))
+
+
+def test_ssh_connections_are_shared_per_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    options, path = _control(SshTarget("127.0.0.1", "root"))
     assert "ControlMaster=auto" in options
-    path = next(o for o in options if o.startswith("ControlPath="))
-    assert "/nlab_ssh_%C" in path or "_ssh_%C" in path
+    assert path.startswith(f"ControlPath={naming.runtime_base()}/{naming.PREFIX}_ssh_") and path.endswith(
+        "_%C"
+    )
+    assert _control(SshTarget("127.0.0.1", "root"))[1] == path
+    # A connection opened under one ssh configuration (keys, known hosts) is never
+    # reused under another: host keys are checked again.
+    config = tmp_path / "ssh_config"
+    config.write_text("UserKnownHostsFile /dev/null\n")
+    monkeypatch.setenv("NETLAB_SSH_CONFIG", str(config))
+    under_config = _control(SshTarget("127.0.0.1", "root"))[1]
+    assert under_config != path
+    config.write_text("UserKnownHostsFile /tmp/other\n")
+    assert _control(SshTarget("127.0.0.1", "root"))[1] not in (path, under_config)
+    assert _control(SshTarget("127.0.0.1", "root", ssh_options=["-4"]))[1] != path

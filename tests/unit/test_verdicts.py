@@ -49,8 +49,42 @@ def test_missing_step_results_are_inconclusive_not_healthy(name: str) -> None:
 def test_stuck_tcp_names_the_stale_key_and_its_removal() -> None:
     evidence, _ = replay("stuck-tcp", "broken")
     findings = get("stuck-tcp").decide(evidence)
-    assert "10.244.1.11:8080 -> 192.168.50.1:4012" in findings.summary
+    assert "Stale sockmap entry 192.168.50.1:4012" in findings.summary
+    assert "its namespace no longer has the address" in findings.summary
+    assert "they poison client ports 40120" in findings.summary
     assert any(r.startswith("bpftool map delete id") for r in findings.remediation)
+
+
+def _successful_probes(evidence: Evidence) -> None:
+    scope = evidence.results["scope"].copy()
+    scope["success"] = 1.0
+    evidence.results["scope"] = scope
+
+
+def test_stuck_tcp_handler_mismatch_decides_even_when_the_probes_succeeded() -> None:
+    """The client accelerated, the server plain, and the flow's key in the map: the
+    server's insert failed, whatever the probes happened to hit."""
+    evidence, _ = replay("stuck-tcp", "broken")
+    _successful_probes(evidence)
+    stale = evidence.results["stale"].copy()
+    # Even with no entry judged stale (say the namespaces could not be read).
+    evidence.results["stale"] = stale.assign(stale=False, status="live, matches its key")
+    findings = get("stuck-tcp").decide(evidence)
+    assert findings.verdict == "stale-sockmap-entry", findings.summary
+    assert "uses tcp_bpf_recvmsg, server 10.244.1.11:8080 uses tcp_recvmsg" in findings.summary
+    # Without the mismatch and without stale entries, the same probes are healthy.
+    evidence.results["handlers"] = evidence.results["handlers"].assign(handler="tcp_bpf_recvmsg")
+    assert get("stuck-tcp").decide(evidence).verdict == "healthy"
+
+
+def test_stuck_tcp_unverified_entries_are_inconclusive_never_healthy() -> None:
+    evidence, _ = replay("stuck-tcp", "healthy")
+    stale = evidence.results["stale"]
+    assert len(stale) and not stale["stale"].any()
+    evidence.results["stale"] = stale.assign(status="not verified")
+    findings = get("stuck-tcp").decide(evidence)
+    assert findings.verdict == "inconclusive"
+    assert "could not be verified" in findings.summary
 
 
 def test_packet_drops_needs_both_the_rule_and_the_drop() -> None:

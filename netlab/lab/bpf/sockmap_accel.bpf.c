@@ -1,12 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
-// The lab's copy of Cilium's sockops acceleration (bpf/sockops/bpf_sockops.c and
-// bpf_redir.c, simplified to IPv4): when a TCP connection in the cgroup is established,
-// the sockops program inserts the socket into a sockhash under Cilium's sock_key
-// (local address first; ports in network order in a u32), with BPF_NOEXIST. The sk_msg
-// program, run when a socket in the map sends, builds the *peer's* key and redirects the
-// payload straight into that socket's receive queue: the bytes never pass the IP stack.
-// The map value is 8 bytes (Cilium's is 4) so user space can read socket cookies.
-// SOCKOPS_NAME / SKMSG_NAME are passed with -D so the programs carry netlab's prefix.
+// The lab's own version of Cilium's v1.11 sockops acceleration (bpf/sockops/
+// bpf_sockops.c and bpf_redir.c, IPv4 only, no policy or service lookups), with
+// Cilium's shapes: the sockhash cilium_sock_ops with the 44-byte sock_key and a 4-byte
+// value, a sockops program named bpf_sockmap and an sk_msg program named
+// bpf_redir_proxy.
+//
+// When a TCP connection in the cgroup is established, bpf_sockmap inserts the socket
+// with BPF_NOEXIST under the key *its peer* will send with: sip/sport are the socket's
+// remote end, dip/dport its own (Cilium swaps the tuple before the update). When a
+// socket in the map sends, bpf_redir_proxy builds the key from its own tuple and
+// redirects the payload into the receive queue of the socket held under that key: the
+// bytes never pass the IP stack. Ports sit in network order in the first two bytes of
+// a u32.
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -30,44 +35,43 @@ struct sock_key {
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__type(key, struct sock_key);
-	__type(value, __u64);
+	__type(value, __u32);
 	__uint(max_entries, 65535);
 } cilium_sock_ops SEC(".maps");
 
 SEC("sockops")
-int SOCKOPS_NAME(struct bpf_sock_ops *skops)
+int bpf_sockmap(struct bpf_sock_ops *skops)
 {
 	struct sock_key key = {};
 
 	if (skops->family != 2 /* AF_INET */)
-		return 1;
+		return 0;
 	if (skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&
 	    skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
-		return 1;
-	key.sip4 = skops->local_ip4;
-	key.dip4 = skops->remote_ip4;
+		return 0;
+	key.sip4 = skops->remote_ip4;
+	key.dip4 = skops->local_ip4;
 	key.family = ENDPOINT_KEY_IPV4;
-	key.sport = bpf_ntohl(skops->local_port) >> 16;
-	key.dport = skops->remote_port >> 16;
+	key.sport = skops->remote_port >> 16;
+	key.dport = bpf_ntohl(skops->local_port) >> 16;
 	// An existing key (a stale entry) makes this fail with -EEXIST and the socket stays
-	// out of the map: exactly the failure of case 000.
+	// out of the map with its plain handlers: exactly the failure of case 000.
 	bpf_sock_hash_update(skops, &cilium_sock_ops, &key, BPF_NOEXIST);
-	return 1;
+	return 0;
 }
 
 SEC("sk_msg")
-int SKMSG_NAME(struct sk_msg_md *msg)
+int bpf_redir_proxy(struct sk_msg_md *msg)
 {
 	struct sock_key key = {};
 
 	if (msg->family != 2)
 		return SK_PASS;
-	// The peer's key: its local end is our remote end.
-	key.sip4 = msg->remote_ip4;
-	key.dip4 = msg->local_ip4;
+	key.sip4 = msg->local_ip4;
+	key.dip4 = msg->remote_ip4;
 	key.family = ENDPOINT_KEY_IPV4;
-	key.sport = msg->remote_port >> 16;
-	key.dport = bpf_ntohl(msg->local_port) >> 16;
+	key.sport = bpf_ntohl(msg->local_port) >> 16;
+	key.dport = msg->remote_port >> 16;
 	bpf_msg_redirect_hash(msg, &cilium_sock_ops, &key, BPF_F_INGRESS);
 	return SK_PASS;
 }
