@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from netlab.capability import Mechanism
 from netlab.errors import NetlabError
 from netlab.probes import bpf_iter
+from netlab.probes.tcp_sockets import recvmsg_symbols
 from netlab.targets import Target
 
 if TYPE_CHECKING:
@@ -74,17 +75,6 @@ def parse(text: str, key_words: int, symbols: dict[int, str] | None = None) -> p
                 f"sockmap iterator line {number} is not what the iterator prints: {line!r}"
             ) from None
     return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def recvmsg_symbols(target: Target) -> dict[int, str]:
-    """Addresses of the kernel's recvmsg functions (``tcp_recvmsg``, ``tcp_bpf_recvmsg``...)."""
-    text = target.run(["grep", "recvmsg", "/proc/kallsyms"], check=False).stdout
-    found = {}
-    for line in text.splitlines():
-        address, _, name = (line.split() + ["", "", ""])[:3]
-        if name.endswith("recvmsg") and int(address, 16):
-            found[int(address, 16)] = name
-    return found
 
 
 def read(target: Target, map_id: int, key_size: int) -> pd.DataFrame:

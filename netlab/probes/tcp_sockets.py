@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 COLUMNS = ["netns", "local", "local_port", "peer", "peer_port", "state", "cookie", "handler"]
 
 
-def parse(text: str, where: str) -> pd.DataFrame:
-    """Lines of ``tcp_sockets.bpf.c``: family, local, lport, peer, pport, state, cookie, handler."""
+def parse(text: str, where: str, symbols: dict[int, str] | None = None) -> pd.DataFrame:
+    """Lines of ``tcp_sockets.bpf.c``: family, local, lport, peer, pport, state, cookie,
+    handler address (resolved with ``symbols``; an older build printed the name)."""
     import pandas as pd  # here: the lab runs these on nodes without pandas (netlab.ship)
 
     rows = []
@@ -26,13 +27,34 @@ def parse(text: str, where: str) -> pd.DataFrame:
         if len(f) != 8:
             continue
         rows.append({"netns": where, "local": f[1], "local_port": int(f[2]), "peer": f[3], "peer_port": int(f[4]),
-                     "state": int(f[5]), "cookie": int(f[6]), "handler": f[7].split("+", 1)[0]})  # fmt: skip
+                     "state": int(f[5]), "cookie": int(f[6]), "handler": _handler(f[7], symbols)})  # fmt: skip
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def recvmsg_symbols(target: Target) -> dict[int, str]:
+    """Addresses of the kernel's recvmsg functions (``tcp_recvmsg``, ``tcp_bpf_recvmsg``...)."""
+    text = target.run(["grep", "recvmsg", "/proc/kallsyms"], check=False).stdout
+    found = {}
+    for line in text.splitlines():
+        address, _, name = (line.split() + ["", "", ""])[:3]
+        if name.endswith("recvmsg") and int(address, 16):
+            found[int(address, 16)] = name
+    return found
+
+
+def _handler(text: str, symbols: dict[int, str] | None) -> str:
+    try:
+        address = int(text, 16)
+    except ValueError:
+        return text.split("+", 1)[0]  # a symbol already (%pS)
+    return (symbols or {}).get(address, f"0x{address:x}")
 
 
 def read(target: Target, where: str) -> pd.DataFrame:
     """Run the iterator once in ``target``'s namespace; ``where`` labels the rows."""
-    return parse(bpf_iter.run("tcp_sockets.bpf.c", target), where)
+    return parse(bpf_iter.run("tcp_sockets.bpf.c", target), where, recvmsg_symbols(target.host()))
 
 
-ITERATOR = Mechanism("BPF TCP iterator (CO-RE): %pS of sk->sk_prot->recvmsg", (bpf_iter.BPF_ITER,))
+ITERATOR = Mechanism(
+    "BPF TCP iterator (CO-RE): sk->sk_prot->recvmsg, resolved with /proc/kallsyms", (bpf_iter.BPF_ITER,)
+)

@@ -2,7 +2,7 @@
 // One line per TCP socket of the reading task's network namespace, with the receive
 // handler its protocol ops point at: tcp_recvmsg for a plain socket, tcp_bpf_recvmsg
 // when a sockmap/sockhash holds it (its psock swapped sk_prot). CO-RE reads keep the
-// offsets right for whatever kernel runs this. Request and TIME_WAIT minisockets have
+// offsets right for whatever kernel runs this (5.10+: the TCP iterator; no %pS). Request and TIME_WAIT minisockets have
 // no sk_prot worth reading and are skipped.
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -49,6 +49,7 @@ int PROBE_NAME(struct bpf_iter__tcp *ctx)
 		BPF_SEQ_PRINTF(seq, "6 %pI6c %u ", &src, sport);
 		BPF_SEQ_PRINTF(seq, "%pI6c %u ", &dst, dport);
 	}
-	BPF_SEQ_PRINTF(seq, "%u %llu %pS\n", BPF_CORE_READ(sk, __sk_common.skc_state), cookie, recvmsg);
+	// The handler's address, resolved in user space: %pS needs Linux 5.13.
+	BPF_SEQ_PRINTF(seq, "%u %llu %llx\n", BPF_CORE_READ(sk, __sk_common.skc_state), cookie, (__u64)recvmsg);
 	return 0;
 }
