@@ -71,6 +71,16 @@ def _url_path(value: Any, name: str) -> str:
     return text
 
 
+def _holds_own_key(entry: Any, local: str, local_port: Any, peer: str, peer_port: Any) -> bool:
+    """Cilium keys a socket by its peer's view: sip:sport is the peer, dip:dport itself."""
+    return (peer, int(peer_port), local, int(local_port)) == (
+        entry.sip,
+        int(entry.sport),
+        entry.dip,
+        int(entry.dport),
+    )
+
+
 def judge_by_socket(
     entries: pd.DataFrame, owners: dict[int, set[str] | None], now: dict[str, int] | None = None
 ) -> pd.DataFrame:
@@ -89,12 +99,7 @@ def judge_by_socket(
         if pd.isna(e.state):
             status.append("not verified")
             detail.append("no socket read for this key")
-        elif (e.peer, int(e.peer_port), e.local, int(e.local_port)) != (
-            e.sip,
-            int(e.sport),
-            e.dip,
-            int(e.dport),
-        ):
+        elif not _holds_own_key(e, e.local, e.local_port, e.peer, e.peer_port):
             status.append("held by a socket of another 5-tuple")
             detail.append(f"the socket is {tuple_text}")
         elif e.state == "CLOSE":
@@ -135,12 +140,7 @@ def judge_by_cookie(entries: pd.DataFrame, sockets: pd.DataFrame) -> pd.DataFram
             detail.append(f"no live socket has cookie {cookie}")
         else:
             s = by_cookie.loc[cookie]
-            mine = (s["peer"], int(s["peer_port"]), s["local"], int(s["local_port"])) == (
-                e.sip,
-                int(e.sport),
-                e.dip,
-                int(e.dport),
-            )
+            mine = _holds_own_key(e, s["local"], s["local_port"], s["peer"], s["peer_port"])
             status.append("live, matches its key" if mine else "held by a socket of another 5-tuple")
             detail.append(f"{s['local']}:{int(s['local_port'])} <- {s['peer']}:{int(s['peer_port'])} "
                           f"({s['netns']}, {s['state']})")  # fmt: skip
@@ -490,7 +490,8 @@ class StuckTcp(Investigation):
         poisoned = self.results.get("poisoned_ports", pd.DataFrame({"client_port": []}))
         if len(poisoned):
             self.evidence("poisoned client ports", poisoned,
-                          f"a node -> {self.pod_ip}:{self.pod_port} request from one of these ports hangs")  # fmt: skip
+                          f"stale keys hold the server end of node -> {self.pod_ip}:{self.pod_port} from these ports: "
+                          "a new connection from one is established but its server's insert fails (EEXIST)")  # fmt: skip
         return frame
 
     # --- 6. verdict ----------------------------------------------------------------
@@ -517,7 +518,8 @@ class StuckTcp(Investigation):
         # the server's own insert failed on it, whatever the socket holding it is.
         held_for_flow = (
             stale[
-                (stale["dport"].astype(int).isin(flows["server_port"].astype(int)))
+                stale["dip"].isin(flows["server"])
+                & stale["dport"].astype(int).isin(flows["server_port"].astype(int))
                 & stale["sport"].astype(int).isin(flows["client_port"].astype(int))
             ]  # fmt: skip
             if len(stale) and len(flows)
