@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -364,6 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         from netlab import cleanup
 
+        # The notebook client's event loop was cut mid-cell: at exit asyncio would log its
+        # abandoned tasks ("Task was destroyed but it is pending!") after our one line.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         cleanup.sweep_orphans()
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
         what = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
