@@ -39,7 +39,7 @@ from netlab.decoders import (
 from netlab.errors import NetlabError
 from netlab.findings import HEALTHY, Findings
 from netlab.investigations.base import LIKELY, NOTHING, WORTH_A_LOOK, Evidence, Investigation, Param, Signal
-from netlab.probes import sockmap_sockets, tcp_sockets
+from netlab.probes import recvmsg_trace, sockmap_sockets, tcp_sockets
 from netlab.targets import Target, open_target
 
 VERDICT = "stale-sockmap-entry"
@@ -182,6 +182,35 @@ def mismatched_flows(handlers: pd.DataFrame) -> pd.DataFrame:
                          "server": flows["local_s"], "server_port": flows["local_port_s"]}).drop_duplicates()  # fmt: skip
 
 
+def traced_handlers(calls: pd.DataFrame, pod_ip: str, pod_port: int) -> pd.DataFrame:
+    """Traced recvmsg calls as handler rows of the flow's sockets (the columns of the
+    iterator's): the outermost function a socket's read entered. A ``tcp_recvmsg`` whose
+    stack holds ``tcp_bpf_recvmsg`` is the accelerated handler falling back, not a plain
+    socket."""
+    columns = ["netns", "local", "local_port", "peer", "peer_port", "handler", "side", "pid", "comm"]
+    if calls.empty:
+        return pd.DataFrame(columns=columns)
+    nested = (calls["function"] == PLAIN) & calls["stack"].str.contains(ACCELERATED, regex=False)
+    rows = calls[~nested].assign(handler=calls["function"].str.replace("_parser", "", regex=False))
+    server = (rows["local"] == pod_ip) & (rows["local_port"] == pod_port)
+    client = (rows["peer"] == pod_ip) & (rows["peer_port"] == pod_port)
+    rows = rows[server | client].assign(side=["server" if s else "client" for s in server[server | client]])
+    return rows[columns].drop_duplicates(ignore_index=True)
+
+
+def refused_keys(refused: pd.DataFrame, pod_ip: str, pod_port: int) -> pd.DataFrame:
+    """Inserts of the pod's server sockets refused with EEXIST, as the Cilium keys they
+    wanted (sip:sport the client, dip:dport the server): a key already held."""
+    if refused.empty:
+        return pd.DataFrame(columns=["sip", "sport", "dip", "dport", "pid", "comm", "stack"])
+    hit = refused[
+        (refused["error"] == "EEXIST") & (refused["local"] == pod_ip) & (refused["local_port"] == pod_port)
+    ]
+    return pd.DataFrame({"sip": hit["peer"], "sport": hit["peer_port"].astype(int), "dip": hit["local"],
+                         "dport": hit["local_port"].astype(int), "pid": hit["pid"], "comm": hit["comm"],
+                         "stack": hit["stack"]}).drop_duplicates(["sip", "sport", "dip", "dport"], ignore_index=True)  # fmt: skip
+
+
 class StuckTcp(Investigation):
     name = "stuck-tcp"
     title = "TCP requests stuck after the connection is established (sockmap)"
@@ -208,6 +237,11 @@ class StuckTcp(Investigation):
         Step("scope", "scope", (reach.PROBES,)),
         Step("socket_counters", "socket counters", (ss.SOCK_DIAG,)),
         Step("receive_paths", "recvmsg handler per socket", (tcp_sockets.ITERATOR,)),
+        Step(
+            "recvmsg_trace",
+            "recvmsg calls and refused sockmap inserts (kprobes)",
+            (recvmsg_trace.KPROBE_TRACE,),
+        ),
         Step("sockmap_entries", "sockmap dump", (sockmap_sockets.ITERATOR, bpf_objects.MAP_DUMP)),
         Step("stale_entries", "stale entries", (BY_SOCKET, BY_COOKIE)),
     )
@@ -244,6 +278,11 @@ class StuckTcp(Investigation):
             self.client_ports = runs[0]
             low, _, high = runs[0].partition("-")
             self.port_span = (int(low), int(high or low))
+
+    def _hold_seconds(self) -> float:
+        """How long a held request stays in flight: long enough for the sockets to be
+        read while it is, which over ssh (several round trips per iterator) takes longer."""
+        return max(4.0 if self.target.is_local else 12.0, self.timeout + 1)
 
     # --- 1. scope ------------------------------------------------------------------
     def scope(self) -> pd.DataFrame:
@@ -293,7 +332,7 @@ class StuckTcp(Investigation):
             return pd.DataFrame()
         self._suspect_ports()
         samples = []
-        with reach.HeldRequest(self.target, self.pod_ip, self.pod_port, self.hold_path, seconds=max(4.0, self.timeout + 1),
+        with reach.HeldRequest(self.target, self.pod_ip, self.pod_port, self.hold_path, seconds=self._hold_seconds(),
                                local_port=self.client_ports, cgroup=self.cgroup):  # fmt: skip
             for label in ("after connect + request", "1.5 s later"):
                 frame = ss.sockets(
@@ -325,7 +364,7 @@ class StuckTcp(Investigation):
         if self.mechanism("receive_paths") is None:
             return pd.DataFrame()
         self._suspect_ports()
-        with reach.HeldRequest(self.target, self.pod_ip, self.pod_port, self.hold_path, seconds=max(4.0, self.timeout + 1),
+        with reach.HeldRequest(self.target, self.pod_ip, self.pod_port, self.hold_path, seconds=self._hold_seconds(),
                                local_port=self.client_ports, cgroup=self.cgroup):  # fmt: skip
             try:
                 node = tcp_sockets.read(self.target, "node")
@@ -347,6 +386,39 @@ class StuckTcp(Investigation):
         self.evidence("receive handler of each socket of the flow", frame,
                       f"{ACCELERATED}: the socket is in the sockmap; {PLAIN} on one end only: that end was never inserted")  # fmt: skip
         return frame
+
+    # --- 3b. recvmsg trace (kprobes) ------------------------------------------------
+    def recvmsg_trace(self) -> pd.DataFrame:
+        """Where kprobes and matching headers exist: which recvmsg each process of the
+        flow enters (with stacks) during a request from the suspect ports, and the
+        server's sockmap insert refused with EEXIST, the case's smoking gun."""
+        if self.mechanism("recvmsg_trace") is None:
+            return pd.DataFrame()
+        self._suspect_ports()
+        title = self.step("recvmsg_trace").title
+
+        def request() -> Any:
+            return reach.http(self.target, self.pod_ip, self.pod_port, self.path, timeout=self.timeout,
+                              vantage="node -> pod", local_port=self.client_ports, cgroup=self.cgroup)  # fmt: skip
+
+        try:
+            traced = recvmsg_trace.trace(
+                self.target, self.pod_port, seconds=max(4.0, self.timeout + 2), during=request
+            )
+        except NetlabError as exc:
+            self.skipped(title, exc.message)
+            return pd.DataFrame()
+        self.results["recvmsg_calls"] = traced.calls
+        self.results["refused_inserts"] = traced.refused
+        notes = "".join(f"; {n}" for n in traced.notes)
+        self.used(title, f"{recvmsg_trace.KPROBE_TRACE.name}: {', '.join(traced.attached)}; {traced.events} calls "
+                         f"counted in {traced.seconds:g} s around one request from client ports "
+                         f"{self.client_ports or 'any'}{notes}")  # fmt: skip
+        self.evidence("recvmsg calls per process (kprobes)", traced.calls,
+                      f"a server waiting in {PLAIN} on a flow whose client is on {ACCELERATED} is the case's hang")  # fmt: skip
+        self.evidence("sockmap inserts the kernel refused (kprobes)", traced.refused,
+                      "EEXIST: the key this socket needs is already held, by a stale entry when its owner is gone")  # fmt: skip
+        return traced.calls
 
     # --- 4. sockmap ----------------------------------------------------------------
     def _find_map(self, host: Target) -> dict[str, Any] | None:
@@ -512,19 +584,29 @@ class StuckTcp(Investigation):
         probes = f"node -> pod HTTP success {node_rate:.0%}" + (
             f", other vantage points {float(others.min()):.0%}" if len(others) else ""
         )
-        flows = mismatched_flows(handlers)
+        pod_ip, pod_port = evidence.params.get("pod_ip", ""), int(evidence.params.get("pod_port", 0) or 0)
+        traced = traced_handlers(results.get("recvmsg_calls", pd.DataFrame()), pod_ip, pod_port)
+        flows = mismatched_flows(pd.concat([h for h in (handlers, traced) if len(h)], ignore_index=True)
+                                 if len(handlers) or len(traced) else handlers)  # fmt: skip
+        refused = refused_keys(results.get("refused_inserts", pd.DataFrame()), pod_ip, pod_port)
         bad = stale[stale["stale"]] if len(stale) else stale
-        # A key of a mismatched flow (client accelerated, server plain) held in the map:
-        # the server's own insert failed on it, whatever the socket holding it is.
-        held_for_flow = (
-            stale[
-                stale["dip"].isin(flows["server"])
-                & stale["dport"].astype(int).isin(flows["server_port"].astype(int))
-                & stale["sport"].astype(int).isin(flows["client_port"].astype(int))
-            ]  # fmt: skip
-            if len(stale) and len(flows)
-            else stale.iloc[0:0]
-        )
+        # A key of a mismatched flow (client accelerated, server plain) held in the map,
+        # or one the server's insert was traced failing on (EEXIST): whatever socket
+        # holds it, the new server socket could not have it.
+        held_for_flow = stale.iloc[0:0]
+        if len(stale) and (len(flows) or len(refused)):
+            sport, dport = stale["sport"].astype(int), stale["dport"].astype(int)
+            by_handlers = (stale["dip"].isin(flows["server"]) & dport.isin(flows["server_port"].astype(int))
+                           & sport.isin(flows["client_port"].astype(int)))  # fmt: skip
+            wanted = set(zip(refused["sip"], refused["sport"], refused["dip"], refused["dport"], strict=True))
+            by_trace = pd.Series([k in wanted for k in zip(stale["sip"], sport, stale["dip"], dport, strict=True)],
+                                 index=stale.index)  # fmt: skip
+            held_for_flow = stale[by_handlers | by_trace]
+        refused_text = "; ".join(f"insert of server socket {r.dip}:{r.dport} <- {r.sip}:{r.sport} refused with EEXIST"
+                                 for r in refused.itertuples())  # fmt: skip
+        if len(bad) == 0 and len(held_for_flow) == 0 and len(refused):
+            return evidence.inconclusive([f"{refused_text} (kprobe trace), but no sockmap entry holding that key was "
+                                          "read: " + probes])  # fmt: skip
         if len(bad) == 0 and len(held_for_flow) == 0:
             unverified = int((stale["status"] == "not verified").sum()) if len(stale) else 0
             if unverified:
@@ -554,7 +636,8 @@ class StuckTcp(Investigation):
         summary = (f"Stale sockmap entry {culprit['key_text']} ({culprit['status']}: {culprit['socket']}). "
                    f"{len(bad)} of {len(stale)} entries are stale"
                    + (f"; they poison client ports {', '.join(map(str, poisoned))}" if poisoned else "")
-                   + f". {probes}. The stuck flow: {flow_text}.")  # fmt: skip
+                   + f". {probes}. The stuck flow: {flow_text}."
+                   + (f" Traced: {refused_text}." if refused_text else ""))  # fmt: skip
         remediation = []
         key = (
             bytes.fromhex(str(culprit["key_hex"]))
@@ -576,6 +659,8 @@ class StuckTcp(Investigation):
         ]
         if len(flows):
             reasons.append(f"handler mismatch: {flow_text}")
+        if len(refused):
+            reasons.append(f"kprobe trace: {refused_text}")
         return evidence.findings(VERDICT, summary, remediation=remediation, reasons=reasons)
 
     @staticmethod

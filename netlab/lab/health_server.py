@@ -1,7 +1,7 @@
 """The pods' health endpoint: ``GET /health`` answers ``ok``; ``GET /slow/N`` answers
 after N seconds; ``GET /bytes/N`` streams N bytes (a long transfer for cases that need
 one). Run as
-``python -m netlab.lab.health_server PORT`` inside a pod's namespace."""
+``python -m netlab.lab.health_server PORT [dual-stack]`` inside a pod's namespace."""
 
 from __future__ import annotations
 
@@ -52,16 +52,27 @@ class Server(ThreadingHTTPServer):
 
 class Server6(Server):
     address_family = socket.AF_INET6
+    v6only = 1
 
     def server_bind(self) -> None:
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, self.v6only)
         super().server_bind()
 
 
+class DualStackServer(Server6):
+    """One listener for both families, like a Go server on ``:PORT``: IPv4 clients get
+    AF_INET6 sockets holding v4-mapped addresses."""
+
+    v6only = 0
+
+
 def main() -> None:
-    # Separate IPv4 and IPv6 listeners: IPv4 connections then get AF_INET sockets, as
-    # on a real pod, and sockops programs that handle IPv4 only (Cilium's) see both ends.
+    # By default separate IPv4 and IPv6 listeners: IPv4 connections get AF_INET sockets.
+    # ``dual-stack`` makes one listener for both, the other shape pods have.
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8080
+    if sys.argv[2:] == ["dual-stack"]:
+        DualStackServer(("::", port), Handler).serve_forever()
+        return
     v6 = Server6(("::", port), Handler)
     threading.Thread(target=v6.serve_forever, daemon=True).start()
     Server(("0.0.0.0", port), Handler).serve_forever()

@@ -25,9 +25,12 @@ import time
 
 
 def server(port: int) -> None:
-    listener = socket.socket()
+    # Dual-stack, like a Go server on ":8080": IPv4 clients get AF_INET6 sockets holding
+    # v4-mapped addresses, which Cilium keys as IPv4.
+    listener = socket.socket(socket.AF_INET6)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("0.0.0.0", port))
+    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    listener.bind(("::", port))
     listener.listen(64)
     held = []
     print("listening", flush=True)

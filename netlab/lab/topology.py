@@ -195,8 +195,8 @@ def module_argv(module: str, *args: str) -> list[str]:
     return ["env", f"PYTHONPATH={package}", *argv] if package.suffix == ".pyz" else argv
 
 
-def health_server_argv(port: int = HEALTH_PORT) -> list[str]:
-    return module_argv("netlab.lab.health_server", str(port))
+def health_server_argv(port: int = HEALTH_PORT, *, dual_stack: bool = False) -> list[str]:
+    return module_argv("netlab.lab.health_server", str(port), *(["dual-stack"] if dual_stack else []))
 
 
 def sysctl(netns: str, key: str, value: str) -> None:

@@ -49,13 +49,16 @@ b.cleanup()
 """
 
 
-def run_python(target: Target, code: str, timeout: float = 60) -> tuple[bool, str]:
-    """Run ``code`` with the node's Python; (succeeded, stdout or the last error line).
+def node_python(target: Target) -> str:
+    """The Python that has BCC on ``target``: this one here; on a remote node the OS
+    interpreter, which the OS's BCC package (python3-bpfcc) installs into, whatever a
+    login's PATH puts first (pyenv, say)."""
+    return sys.executable if target.is_local else OS_PYTHON if target.exists(OS_PYTHON) else "python3"
 
-    On a remote node that is the OS interpreter, which the OS's BCC package
-    (python3-bpfcc) installs into, whatever a login's PATH puts first (pyenv, say)."""
-    python = sys.executable if target.is_local else OS_PYTHON if target.exists(OS_PYTHON) else "python3"
-    result = target.run([python, "-c", code], timeout=timeout, check=False)
+
+def run_python(target: Target, code: str, timeout: float = 60) -> tuple[bool, str]:
+    """Run ``code`` with the node's Python; (succeeded, stdout or the last error line)."""
+    result = target.run([node_python(target), "-c", code], timeout=timeout, check=False)
     if result.ok:
         return True, result.stdout.strip()
     lines = [ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith((" ", "Traceback"))]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from netlab.capability import Mechanism
 from netlab.errors import NetlabError
 from netlab.probes import bpf_iter
-from netlab.probes.tcp_sockets import recvmsg_symbols
+from netlab.probes.tcp_sockets import plain_address, recvmsg_symbols
 from netlab.targets import Target
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def _words(text: list[str]) -> bytes:
 def _address(family: int, v4: str, v6: list[str]) -> str:
     if family == AF_INET:
         return str(ipaddress.IPv4Address(_words([v4])))
-    return str(ipaddress.IPv6Address(_words(v6)))
+    return plain_address(str(ipaddress.IPv6Address(_words(v6))))
 
 
 def parse(text: str, key_words: int, symbols: dict[int, str] | None = None) -> pd.DataFrame:

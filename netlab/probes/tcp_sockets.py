@@ -4,6 +4,7 @@ program accelerated (``tcp_bpf_recvmsg``) and which kept the plain ``tcp_recvmsg
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING
 
 from netlab.capability import Mechanism
@@ -26,9 +27,23 @@ def parse(text: str, where: str, symbols: dict[int, str] | None = None) -> pd.Da
         f = line.split()
         if len(f) != 8:
             continue
-        rows.append({"netns": where, "local": f[1], "local_port": int(f[2]), "peer": f[3], "peer_port": int(f[4]),
+        rows.append({"netns": where, "local": plain_address(f[1]), "local_port": int(f[2]),
+                     "peer": plain_address(f[3]), "peer_port": int(f[4]),
                      "state": int(f[5]), "cookie": int(f[6]), "handler": _handler(f[7], symbols)})  # fmt: skip
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def plain_address(text: str) -> str:
+    """An IPv4-mapped IPv6 address as the IPv4 address it carries, any other as given.
+
+    A dual-stack listener (a Go server on ``:8080``) accepts IPv4 clients as AF_INET6
+    sockets holding ``::ffff:a.b.c.d``; Cilium keys them as IPv4, so that is how they
+    compare with keys and with the pod's address."""
+    try:
+        mapped = ipaddress.IPv6Address(text).ipv4_mapped
+    except ValueError:
+        return text
+    return str(mapped) if mapped else text
 
 
 def recvmsg_symbols(target: Target) -> dict[int, str]:

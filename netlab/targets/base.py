@@ -113,6 +113,21 @@ class Target(ABC):
 
     wraps_timeout: bool = False
 
+    def start(self, argv: Sequence[str], *, timeout: float) -> subprocess.Popen[bytes]:
+        """Start ``argv`` with pipes and return at once: a probe that runs while something
+        else happens. Where the target wraps commands in ``timeout`` (ssh), the remote
+        side is bounded by ``timeout``; over ssh, closing its stdin reaches the remote
+        process as the end of input, also when this process dies."""
+        if isinstance(argv, str):
+            raise TypeError("Target.start takes an argument vector, not a shell string")
+        local_argv = self._spawn_argv([str(a) for a in argv], timeout)
+        try:
+            return subprocess.Popen(
+                local_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except FileNotFoundError:
+            raise NetlabError(f"{self.url}: command {argv[0]!r} not found") from None
+
     def read_text(self, path: str, *, timeout: float = DEFAULT_TIMEOUT) -> str:
         return self.run(["cat", "--", path], timeout=timeout).stdout
 

@@ -17,6 +17,7 @@ import pytest
 from netlab import cleanup, lab
 from netlab.lab import guest
 from netlab.report import run as runner
+from netlab.report.notebook import read_evidence
 from netlab.targets import open_target
 
 pytestmark = pytest.mark.guest
@@ -61,6 +62,18 @@ def test_verdict_on_the_guest(labs_on_guest: str, scenario: str, investigation: 
           f"{built - started:.0f} s, {investigation} {time.monotonic() - built:.0f} s")  # fmt: skip
     assert findings.target == f"{labs_on_guest}/netns/{params['node_netns']}"
     assert findings.verdict == ("healthy" if healthy else verdict), findings.summary
+    if investigation == "stuck-tcp":
+        # The guest has kprobes and matching headers: the seed's own trace ran there.
+        evidence = read_evidence(result.notebook)
+        assert "BCC kprobes" in evidence.mechanisms["recvmsg calls and refused sockmap inserts (kprobes)"]
+        refused = evidence.results["refused_inserts"]
+        if healthy:
+            assert refused.empty, refused
+        else:
+            assert "refused with EEXIST (kprobe trace)" in " ".join(findings.reasons)
+            assert (refused["error"] == "EEXIST").any() and (
+                refused["local_port"] == params["pod_port"]
+            ).all()
     if healthy:
         lab.down(scenario, target=labs_on_guest)
         assert not [x for x in cleanup.leftovers(open_target(labs_on_guest)) if not x.startswith("shipped")]

@@ -44,7 +44,9 @@ int bpf_sockmap(struct bpf_sock_ops *skops)
 {
 	struct sock_key key = {};
 
-	if (skops->family != 2 /* AF_INET */)
+	// IPv4 sockets, and IPv6 ones with an IPv4 peer (a dual-stack listener's v4-mapped
+	// connections): both are keyed as IPv4, as Cilium does; pure IPv6 is not accelerated.
+	if (skops->family != 2 /* AF_INET */ && !(skops->family == 10 /* AF_INET6 */ && skops->remote_ip4))
 		return 0;
 	if (skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&
 	    skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
@@ -65,8 +67,8 @@ int bpf_redir_proxy(struct sk_msg_md *msg)
 {
 	struct sock_key key = {};
 
-	if (msg->family != 2)
-		return SK_PASS;
+	// No family check, as in Cilium: a v4-mapped socket's IPv4 fields are its addresses,
+	// a pure IPv6 socket's are zero and its key is found nowhere.
 	key.sip4 = msg->local_ip4;
 	key.dip4 = msg->remote_ip4;
 	key.family = ENDPOINT_KEY_IPV4;

@@ -151,7 +151,9 @@ class StuckTcp(Scenario):
         topo.replace_pod("pod1", "lxc1")
         os.kill(client, signal.SIGTERM)
         _wait_log(log, "closed")
-        topo.processes.append(spawn(pod1, health_server_argv(), cgroup=cgroup))
+        # The new pod serves dual-stack (a Go server on :8080): its IPv4 connections are
+        # AF_INET6 sockets with v4-mapped addresses, keyed as IPv4.
+        topo.processes.append(spawn(pod1, health_server_argv(dual_stack=True), cgroup=cgroup))
         wait_listening(pod1, HEALTH_PORT)
         wait_listening(topo.pod("pod2"), HEALTH_PORT)
         topo.wait_ready()
