@@ -12,7 +12,7 @@ import pytest
 from netlab.decoders import map_layout
 from netlab.errors import NetlabError
 from netlab.investigations.stuck_tcp import judge_by_socket, poisoned_ports, port_runs
-from netlab.probes import sockmap_sockets
+from netlab.probes import sockmap_sockets, tcp_sockets
 
 NODE, POD = "192.168.50.1", "10.244.1.11"
 
@@ -43,6 +43,32 @@ def test_iterator_lines_parse_into_keys_and_sockets() -> None:
         4026532315,
         "tcp_bpf_recvmsg",
     )
+
+
+def test_a_dual_stack_socket_compares_as_the_ipv4_key_cilium_gave_it() -> None:
+    """A Go server on :8080 accepts IPv4 clients as AF_INET6 sockets (::ffff:a.b.c.d);
+    Cilium keys them as IPv4, and the entry is live, not "another 5-tuple"."""
+    key = _key(NODE, 40120, POD, 8080)
+    mapped = [
+        f"{w:x}"
+        for w in struct.unpack("<4I", bytes(10) + b"\xff\xff" + bytes(int(x) for x in POD.split(".")))
+    ]
+    peer = [
+        f"{w:x}"
+        for w in struct.unpack("<4I", bytes(10) + b"\xff\xff" + bytes(int(x) for x in NODE.split(".")))
+    ]
+    fields = _line(key).split()
+    fields[12] = "10"  # AF_INET6
+    fields[-8:] = mapped + peer
+    frame = sockmap_sockets.parse(" ".join(fields) + "\n", 11)
+    assert (frame.iloc[0]["local"], frame.iloc[0]["peer"]) == (POD, NODE)
+    assert tcp_sockets.plain_address("::ffff:10.0.0.1") == "10.0.0.1"
+    assert tcp_sockets.plain_address("fd00::1") == "fd00::1"
+
+
+def test_an_entry_the_walk_printed_twice_is_one_entry() -> None:
+    line = _line(_key(NODE, 40120, POD, 8080))
+    assert len(sockmap_sockets.parse(f"{line}\n{line}\n", 11)) == 1
 
 
 def test_an_unexpected_iterator_line_names_its_number() -> None:

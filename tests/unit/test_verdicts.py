@@ -77,6 +77,34 @@ def test_stuck_tcp_handler_mismatch_decides_even_when_the_probes_succeeded() -> 
     assert get("stuck-tcp").decide(evidence).verdict == "healthy"
 
 
+def test_stuck_tcp_on_61_the_kprobe_trace_shows_the_refused_insert() -> None:
+    """Recorded on Debian's 6.1 guest (kprobes): the server's insert refused with EEXIST
+    decides by itself, with every other sign removed, and names the entry holding it."""
+    evidence = Evidence.load(EVIDENCE / "stuck-tcp-broken-6.1.json")
+    findings = get("stuck-tcp").decide(evidence)
+    assert findings.verdict == "stale-sockmap-entry", findings.summary
+    assert any(r.startswith("kprobe trace: insert of server socket 10.244.1.11:8080 <- 192.168.50.1:4012")
+               and r.endswith("refused with EEXIST") for r in findings.reasons)  # fmt: skip
+    refused = evidence.results["refused_inserts"]
+    assert "bpf_sock_hash_update" in refused["stack"].iloc[0]
+    traced_port = int(refused["peer_port"].iloc[0])
+    _successful_probes(evidence)
+    evidence.results["stale"] = evidence.results["stale"].assign(stale=False, status="live, matches its key")
+    evidence.results["handlers"] = evidence.results["handlers"].iloc[0:0]
+    findings = get("stuck-tcp").decide(evidence)
+    assert findings.verdict == "stale-sockmap-entry", findings.summary
+    assert f"Stale sockmap entry 192.168.50.1:{traced_port} -> 10.244.1.11:8080" in findings.summary
+    # The insert refused, but no entry holding its key was read: not enough to name one.
+    live = evidence.results["stale"]
+    evidence.results["stale"] = live.iloc[0:0]
+    assert get("stuck-tcp").decide(evidence).verdict == "inconclusive"
+    # Nothing refused, nothing stale, no mismatch: healthy.
+    evidence.results["stale"] = live
+    evidence.results["refused_inserts"] = refused.iloc[0:0]
+    evidence.results["recvmsg_calls"] = evidence.results["recvmsg_calls"].iloc[0:0]
+    assert get("stuck-tcp").decide(evidence).verdict == "healthy"
+
+
 def test_stuck_tcp_unverified_entries_are_inconclusive_never_healthy() -> None:
     evidence, _ = replay("stuck-tcp", "healthy")
     stale = evidence.results["stale"]
