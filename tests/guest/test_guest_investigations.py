@@ -70,7 +70,8 @@ def test_verdict_on_the_guest(labs_on_guest: str, scenario: str, investigation: 
         if healthy:
             assert refused.empty, refused
         else:
-            assert "refused with EEXIST (kprobe trace)" in " ".join(findings.reasons)
+            traced = [r for r in findings.reasons if r.startswith("kprobe trace: insert of server socket")]
+            assert traced and traced[0].endswith("refused with EEXIST"), findings.reasons
             assert (refused["error"] == "EEXIST").any() and (
                 refused["local_port"] == params["pod_port"]
             ).all()
