@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shlex
 from collections.abc import Callable
 
 from netlab.errors import NetlabError
@@ -80,6 +81,35 @@ def name(value: object, param: str = "name") -> str:
             "(letters, digits and _ . : @ - only, starting with a letter or digit)"
         )
     return text
+
+
+def text(value: object, param: str, *, maximum: int = 1000) -> str:
+    """Free text (a command line the user gives): printable, encodable, bounded."""
+    if not isinstance(value, str):
+        raise NetlabError(f"parameter {param}: {value!r} is not text")
+    if len(value) > maximum:
+        raise NetlabError(f"parameter {param}: longer than {maximum} characters")
+    if _PATH_BAD.search(value):
+        raise NetlabError(f"parameter {param}: {value!r} holds a control character")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise NetlabError(f"parameter {param}: {value!r} is not valid Unicode text") from None
+    return value
+
+
+def command_line(value: object, param: str = "command") -> str:
+    """A command line the user gives (to reproduce a failure): split like a shell would
+    split it, and run as that argument vector, never through a shell, so its
+    metacharacters are plain characters of its arguments."""
+    line = text(value, param, maximum=2000)
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise NetlabError(f"parameter {param}: {exc}") from None
+    if not words:
+        raise NetlabError(f"parameter {param}: empty command")
+    return line
 
 
 def interface(value: object, param: str = "interface") -> str:

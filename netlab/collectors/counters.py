@@ -38,8 +38,27 @@ def parse_snmp(text: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["group", "counter", "value"])
 
 
+def parse_snmp6(text: str) -> pd.DataFrame:
+    """``/proc/net/snmp6``: one ``Ip6InReceives  6`` pair per line; the group is the
+    name's prefix (Ip6, Icmp6, Udp6...)."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise DecodeError(f"snmp6 line {number}: {line!r} is not 'name value'")
+        group = next((g for g in ("Icmp6", "Udp6", "UdpLite6", "Ip6") if parts[0].startswith(g)), "")
+        rows.append({"group": group, "counter": parts[0][len(group) :], "value": int(parts[1])})
+    return pd.DataFrame(rows, columns=["group", "counter", "value"])
+
+
 def snmp(target: Target) -> pd.DataFrame:
-    return parse_snmp(target.read_text("/proc/net/snmp"))
+    """IPv4 and IPv6 protocol counters (``/proc/net/snmp`` and ``snmp6``)."""
+    frames = [parse_snmp(target.read_text("/proc/net/snmp"))]
+    if target.exists("/proc/net/snmp6"):
+        frames.append(parse_snmp6(target.read_text("/proc/net/snmp6")))
+    return pd.concat(frames, ignore_index=True)
 
 
 def delta(before: pd.DataFrame, after: pd.DataFrame, key: list[str]) -> pd.DataFrame:

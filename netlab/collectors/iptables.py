@@ -7,6 +7,7 @@ a finding can name "FORWARD rule 3" and the remediation can use that number.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 from typing import NamedTuple
@@ -138,11 +139,13 @@ def rules(target: Target, *, family: str = "ipv4") -> pd.DataFrame:
 def counter_deltas(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     """Rules of ``after`` with how many packets and bytes they matched since ``before``.
 
-    Rules are matched on (backend, table, chain, position, rule text): a rule set that
-    changed in between shows its new rules with their whole counts.
+    Rules are matched on (backend, table, chain, position, rule text): a rule that was
+    not there before is marked ``new`` (its counts are its whole history, not the
+    window's).
     """
     key = ["family", "backend", "table", "chain", "position", "rule"]
     merged = after.merge(before[key + ["packets", "bytes"]], on=key, how="left", suffixes=("", "_before"))
+    merged["new"] = merged["packets_before"].isna()
     merged["packets_delta"] = merged["packets"] - merged["packets_before"].fillna(0).astype("int64")
     merged["bytes_delta"] = merged["bytes"] - merged["bytes_before"].fillna(0).astype("int64")
     return merged.drop(columns=["packets_before", "bytes_before"])
@@ -165,3 +168,66 @@ def IPTABLES(target: Target, node: Node) -> Check:
 
 
 SAVE_COUNTERS = Mechanism("iptables-save -c before and after the window (counter deltas)", (IPTABLES,))
+
+
+# --- which rules can match a flow ----------------------------------------------------------
+_PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58, "icmpv6": 58, "sctp": 132, "all": 0}
+
+
+def _in_networks(address: str, spec: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+        return any(ip in ipaddress.ip_network(part, strict=False) for part in spec.split(","))
+    except ValueError:
+        return True  # a name or a form not read here: it may match
+
+
+def _iface_matches(name: str, spec: str) -> bool:
+    return name.startswith(spec[:-1]) if spec.endswith("+") else name == spec
+
+
+def _ports_match(port: int, spec: str) -> bool:
+    for part in spec.split(","):
+        low, _, high = part.partition(":")
+        try:
+            if int(low or 0) <= port <= int(high or low or 65535):
+                return True
+        except ValueError:
+            return True
+    return False
+
+
+def applies(rule: str, *, src: str, dst: str, protocol: str, sport: int = 0, dport: int = 0,
+            in_iface: str = "", out_iface: str = "") -> str:  # fmt: skip
+    """Why a rule (the text after ``-A CHAIN``) cannot match a packet src:sport -> dst:dport,
+    or ``""`` when it may. Unknown values (a port 0, an interface "") never exclude; what
+    is not read here (ctstate, marks, sets) is assumed to match."""
+    words = shlex.split(rule)
+    negate = False
+    for i, word in enumerate(words):
+        if word == "!":
+            negate = True
+            continue
+        value = words[i + 1] if i + 1 < len(words) else ""
+        test: bool | None = None
+        what = ""
+        if word in ("-s", "--source") and src:
+            test, what = _in_networks(src, value), f"source {src}"
+        elif word in ("-d", "--destination") and dst:
+            test, what = _in_networks(dst, value), f"destination {dst}"
+        elif word in ("-p", "--protocol") and protocol:
+            want = _PROTOCOLS.get(value, int(value) if value.isdigit() else -1)
+            test, what = want in (0, _PROTOCOLS.get(protocol, -2)), f"protocol {protocol}"
+        elif word in ("-i", "--in-interface") and in_iface:
+            test, what = _iface_matches(in_iface, value), f"input interface {in_iface}"
+        elif word in ("-o", "--out-interface") and out_iface:
+            test, what = _iface_matches(out_iface, value), f"output interface {out_iface}"
+        elif word in ("--dport", "--destination-port", "--dports", "--destination-ports") and dport:
+            test, what = _ports_match(dport, value), f"destination port {dport}"
+        elif word in ("--sport", "--source-port", "--sports", "--source-ports") and sport:
+            test, what = _ports_match(sport, value), f"source port {sport}"
+        if test is not None and test == negate:
+            return f"{'! ' if negate else ''}{word} {value} excludes {what}"
+        if word.startswith("-"):
+            negate = False
+    return ""

@@ -9,6 +9,7 @@ JSON does not carry their arguments, so read those through ``iptables-save``
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
@@ -123,3 +124,80 @@ def NFT(target: Target, node: Node) -> Check:
 
 
 RULESET = Mechanism("nft -j list ruleset before and after the window (counter deltas)", (NFT,))
+
+
+# --- which rules can match a flow ----------------------------------------------------------
+_L4 = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "ipv6-icmp": 58, "sctp": 132}
+
+
+def _address_in(address: str, spec: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+        return any(ip in ipaddress.ip_network(part.strip("{} "), strict=False) for part in spec.split(","))
+    except ValueError:
+        return True  # a named set or a form not read here: it may match
+
+
+def _port_in(port: int, spec: str) -> bool:
+    for part in spec.strip("{}").split(","):
+        low, _, high = part.partition("-")
+        try:
+            if int(low) <= port <= int(high or low):
+                return True
+        except ValueError:
+            return True
+    return False
+
+
+def applies(rule: str, *, family: str, src: str, dst: str, protocol: str, sport: int = 0, dport: int = 0,
+            in_iface: str = "", out_iface: str = "") -> str:  # fmt: skip
+    """Why an nft rule (this module's reading of it) in a table of ``family`` cannot
+    match a packet src:sport -> dst:dport, or ``""`` when it may. Unknown values never
+    exclude; what is not read here (ct state, marks, sets by name) is assumed to match."""
+    version = 6 if ":" in (src or dst) else 4
+    if (family, version) in (("ip", 6), ("ip6", 4)):
+        return f"an {family} table sees no IPv{version} packets"
+    words = rule.split()
+    i = 0
+    while i < len(words):
+        left = words[i]
+        pair = " ".join(words[i : i + 2])
+        negate = i + 2 < len(words) and words[i + 2] == "!="
+        if pair in ("ip saddr", "ip6 saddr", "ip daddr", "ip6 daddr", "tcp dport", "udp dport", "th dport",
+                    "tcp sport", "udp sport", "th sport", "ip protocol", "ip6 nexthdr"):  # fmt: skip
+            step, value = (4, words[i + 3]) if negate else (3, words[i + 2] if i + 2 < len(words) else "")
+            test: bool | None = None
+            if pair.endswith("saddr") and src:
+                test, what = _address_in(src, value), f"source {src}"
+            elif pair.endswith("daddr") and dst:
+                test, what = _address_in(dst, value), f"destination {dst}"
+            elif pair.endswith(("dport", "sport")):
+                l4 = pair.split()[0]
+                port = dport if pair.endswith("dport") else sport
+                if l4 != "th" and protocol and l4 != protocol:
+                    test, what = negate, f"protocol {protocol}"  # the match needs that protocol's header
+                elif port:
+                    test, what = _port_in(port, value), f"{pair.split()[1][0]}port {port}"
+            elif protocol:
+                test, what = value in (protocol, str(_L4.get(protocol, ""))), f"protocol {protocol}"
+            if test is not None and test == negate:
+                return f"{' '.join(words[i : i + step])} excludes {what}"
+            i += step
+            continue
+        if left in ("iifname", "oifname", "l4proto") and i + 1 < len(words):
+            negate = words[i + 1] == "!="
+            value = words[i + 2] if negate and i + 2 < len(words) else words[i + 1]
+            name = in_iface if left == "iifname" else out_iface
+            test = None
+            if left == "l4proto" and protocol:
+                test, what = value in (protocol, str(_L4.get(protocol, ""))), f"protocol {protocol}"
+            elif left != "l4proto" and name:
+                value = value.strip('"')
+                test = name.startswith(value[:-1]) if value.endswith("*") else name == value
+                what = f"{'input' if left == 'iifname' else 'output'} interface {name}"
+            if test is not None and test == negate:
+                return f"{left} {'!= ' if negate else ''}{value} excludes {what}"
+            i += 3 if negate else 2
+            continue
+        i += 1
+    return ""

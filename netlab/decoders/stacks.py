@@ -34,7 +34,7 @@ _TRACING = re.compile(
     r"^(?:__traceiter_|trace_event_raw_event_|perf_trace_|__bpf_trace_|bpf_trace_run\d|trace_call_bpf$"
     r"|kprobe_(?:ftrace_handler|dispatcher|perf_func|int3_handler|trace_func)|kretprobe_|__kretprobe_|"
     r"pre_handler_kretprobe|aggr_pre_handler|ftrace_(?:regs_)?(?:caller|call|ops_list_func|trampoline)"
-    r"|arch_ftrace_ops_list_func|fprobe_|rethook_|perf_callchain|perf_swevent_|trace_event_buffer_)"
+    r"|arch_ftrace_ops_list_func|bpf_trampoline_|fprobe_|rethook_|perf_callchain|perf_swevent_|trace_event_buffer_)"
 )
 # The skb free/drop API: a drop passes through these, the caller decided it.
 _DROP_API = frozenset(

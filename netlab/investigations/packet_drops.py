@@ -1,20 +1,24 @@
 """Case 001: where packets vanish — drop points, the netfilter rule, the conntrack state.
 
 During a reproduction window the investigation samples packet counters on every hop of
-the flow, traces ``skb:kfree_skb`` drops with reason, location and stack, snapshots the
-netfilter counters and records the flow's conntrack events. A stateful FORWARD rule set
+the flow, counts the flow's drops by reason, location and stack (in the kernel, filtered
+by the flow, where the node allows it), snapshots the netfilter counters (iptables or
+ip6tables, and nft) and records the flow's conntrack events. Only REJECT/DROP rules whose
+matches can apply to the flow are blamed, on their counters' movement during the window. A stateful FORWARD rule set
 that accepts only ``RELATED,ESTABLISHED`` rejects the late packets of a half-closed flow
 whose conntrack entry has moved on (FIN_WAIT, CLOSE_WAIT) or expired; the REJECT answers
 with an ICMP error from the node's own address, invisible to a capture filtered on the
 client and server addresses.
 
-Read-only: the probes are a tracefs instance (removed afterwards), ``conntrack -E``,
-``iptables-save -c`` and counters. In the lab the window also runs the lab's client, the
-one thing that sends traffic.
+Read-only: the probes are a BPF program held by one process (or a tracefs instance),
+``conntrack -E``, ``iptables-save -c`` and counters, all gone afterwards. In the lab the
+window also runs the lab's client; on a real node the user reproduces the failure during
+the window, or gives the command that does (``trigger``).
 """
 
 from __future__ import annotations
 
+import shlex
 import threading
 from typing import Any
 
@@ -28,7 +32,7 @@ from netlab.collectors import conntrack, counters, iptables, nft
 from netlab.errors import NetlabError
 from netlab.findings import HEALTHY, Findings
 from netlab.investigations.base import LIKELY, NOTHING, WORTH_A_LOOK, Evidence, Investigation, Param, Signal
-from netlab.probes import drops
+from netlab.probes import control, drops
 from netlab.targets import Target
 
 VERDICT = "netfilter-drop"
@@ -50,6 +54,98 @@ def transitions(ct: pd.DataFrame | None) -> dict[str, list[str]]:
     return out
 
 
+# Where a drop with no reason (kernels before 5.17) is netfilter's: the hook or a table.
+NETFILTER_SITES = frozenset(
+    {"nf_hook_slow", "nft_do_chain", "ipt_do_table", "ip6t_do_table", "nf_hook_slow_list"}
+)
+HALF_CLOSED = ("FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE")
+
+
+def _protocol(value: Any, name: str) -> str:
+    if value not in ("tcp", "udp"):
+        raise NetlabError(f"parameter {name}: {value!r} must be tcp or udp")
+    return str(value)
+
+
+def netfilter_drops(summary: pd.DataFrame) -> pd.DataFrame:
+    """Drops netfilter decided: reason NETFILTER_DROP, or, on kernels without drop
+    reasons, a location or stack in netfilter's hook or tables."""
+    if summary.empty:
+        return summary
+    real = summary[summary["kind"] == "drop"]
+    by_reason = real["reason"] == "NETFILTER_DROP"
+    by_site = (real["reason"] == "") & real.apply(
+        lambda r: r["function"] in NETFILTER_SITES or any(f in NETFILTER_SITES for f in str(r["stack"]).split(" <- ")[:4]),
+        axis=1,
+    ) if len(real) else by_reason  # fmt: skip
+    return real[by_reason | by_site]
+
+
+def flow_states(ct: pd.DataFrame | None, packet: dict[str, Any]) -> tuple[str, list[str]]:
+    """The conntrack flow of a dropped packet (either direction) and its states in order."""
+    if ct is None or ct.empty:
+        return "", []
+    s, d = packet.get("src", ""), packet.get("dst", "")
+    sp, dp = int(packet.get("sport") or 0), int(packet.get("dport") or 0)
+
+    def same(row: pd.Series, a: str, ap: int, b: str, bp: int) -> bool:
+        return row["src"] == a and row["dst"] == b and (not ap or int(row["sport"]) == ap) and (
+            not bp or int(row["dport"]) == bp)  # fmt: skip
+
+    mine = ct[ct.apply(lambda r: same(r, s, sp, d, dp) or same(r, d, dp, s, sp), axis=1)]
+    if mine.empty:
+        return "", []
+    flows = transitions(mine)
+    # Without the packet's ports (a trace that is not flow-filtered) the likeliest is a
+    # connection conntrack saw half-closed that never finished closing (TIME_WAIT).
+    flow, states = max(flows.items(), key=lambda kv: (
+        any(x in HALF_CLOSED for x in kv[1]) and "TIME_WAIT" not in kv[1], len(kv[1])))  # fmt: skip
+    return flow, states
+
+
+def _rule_name(rule: pd.Series) -> str:
+    tool = "ip6tables" if rule.get("family") == "ipv6" else "iptables"
+    return (
+        f"{tool} {rule['table']}/{rule['chain']} rule {rule['position']} ({rule['target']}: {rule['rule']})"
+    )
+
+
+def _endpoint(packet: dict[str, Any], end: str) -> str:
+    address, port = str(packet.get(end, "")), int(packet.get("sport" if end == "src" else "dport") or 0)
+    host = f"[{address}]" if ":" in address else address
+    return f"{host}:{port}" if port else host
+
+
+def remediation(
+    rule: pd.Series, packet: dict[str, Any], given: dict[str, Any], half_closed: bool
+) -> list[str]:
+    """Rule changes that let this flow's packets past ``rule`` (shown, never applied):
+    stateless accepts for the flow, both directions, inserted just before it."""
+    tool = "ip6tables" if rule.get("family") == "ipv6" else "iptables"
+    where = f"{tool} -t {rule['table']} -I {rule['chain']} {int(rule['position'])}"
+    client, server = (
+        given.get("client") or packet.get("src", ""),
+        given.get("server") or packet.get("dst", ""),
+    )
+    proto, port = given.get("protocol", "tcp"), int(given.get("server_port") or 0)
+    forward = [f"-s {client}" if client else "", f"-d {server}" if server else "", f"-p {proto}",
+               f"--dport {port}" if port else ""]  # fmt: skip
+    backward = [f"-s {server}" if server else "", f"-d {client}" if client else "", f"-p {proto}",
+                f"--sport {port}" if port else ""]  # fmt: skip
+    out = [
+        f"{where} {' '.join(w for w in forward if w)} -j ACCEPT   # this flow no longer depends on a live conntrack entry",
+        f"{where} {' '.join(w for w in backward if w)} -j ACCEPT",
+    ]
+    iface = str(packet.get("interface") or given.get("host_veth") or "")
+    if iface and rule["chain"] == "FORWARD":
+        out.append(f"or for everything the pod on {iface} sends and receives: {where} -i {iface} -j ACCEPT; "
+                   f"{where} -o {iface} -j ACCEPT")  # fmt: skip
+    if half_closed:
+        out.append("or keep the stateful rule and raise net.netfilter.nf_conntrack_tcp_timeout_close_wait "
+                   "(and keep nf_conntrack_tcp_loose=1) so half-closed flows keep their entry")  # fmt: skip
+    return out
+
+
 def _reproduce(value: Any, name: str) -> str:
     if value != "lab":
         raise NetlabError(f"parameter {name}: {value!r} must be 'lab' or empty")
@@ -65,6 +161,7 @@ class PacketDrops(Investigation):
         Param("client", str, "", "the client's address (a pod)", params.ip_address, lab="client"),
         Param("server", str, "", "the server's address", params.ip_address, lab="server"),
         Param("server_port", int, 0, "the server's port (0: any)", params.port, lab="server_port"),
+        Param("protocol", str, "tcp", "the flow's protocol: tcp or udp", _protocol),
         Param("duration", float, 8.0, "seconds of the capture window", params.seconds_up_to(3600)),
         Param("max_events", int, 20000, "drop events kept at most", params.up_to(10_000_000)),
         Param("pod_netns", str, "", "the client pod's network namespace (for its veth counters)", params.name,
@@ -73,11 +170,13 @@ class PacketDrops(Investigation):
         Param("host_veth", str, "", "the host side of the pod's veth", params.interface, lab="interfaces.host_veth"),
         Param("reproduce", str, "", "'lab': run the lab scenario's client during the window", _reproduce,
               lab="reproduce"),
+        Param("trigger", str, "", "a command that reproduces the failure, run when the window opens (in the pod's "
+              "namespace if pod_netns is given; no shell)", params.command_line),
     )  # fmt: skip
     steps = (
         Step("capture", "window", (WINDOW,)),
         Step("path_counters", "along the path", (counters.LINK_COUNTERS,)),
-        Step("drop_points", "drop points", (drops.KFREE_SKB,)),
+        Step("drop_points", "drop points", drops.MECHANISMS),
         Step("netfilter_rule", "netfilter rules", (iptables.SAVE_COUNTERS, nft.RULESET)),
         Step("conntrack_timeline", "conntrack", (conntrack.EVENTS,)),
     )
@@ -88,7 +187,23 @@ class PacketDrops(Investigation):
         self.duration, self.max_events = v["duration"], v["max_events"]
         self.pod = self.target.host().netns(v["pod_netns"]) if v["pod_netns"] else None
         self.uplink, self.host_veth = v["uplink"], v["host_veth"]
+        self.flow = drops.Flow(self.client, self.server, self.server_port, protocol=v["protocol"])
+        self.family = "ipv6" if self.flow.version == 6 else "ipv4"
         self._window: dict[str, Any] = {}
+
+    def _trigger(self) -> Any:
+        """The user's reproduction command as the window's ``during``, or None."""
+        if not self.values["trigger"]:
+            return None
+        where = self.pod or self.target
+        argv = shlex.split(self.values["trigger"])
+
+        def run() -> dict[str, Any]:
+            result = where.run(argv, timeout=self.duration + drops.REPRODUCTION_GRACE, check=False)
+            return {"trigger": self.values["trigger"], "exit": result.returncode,
+                    "last line": (result.stderr or result.stdout).strip().splitlines()[-1:]}  # fmt: skip
+
+        return run
 
     # --- the window ---------------------------------------------------------------
     def capture(self) -> pd.DataFrame:
@@ -113,14 +228,22 @@ class PacketDrops(Investigation):
         ct_thread = threading.Thread(target=watch_conntrack, daemon=True)
         if self._chosen["conntrack_timeline"] is not None:
             ct_thread.start()
-        if self._chosen["drop_points"] is not None:
-            trace = drops.trace(node, self.duration, max_events=self.max_events, during=self.during)
+        during = self.during if self.during is not None else self._trigger()
+        if during is None:
+            control.announce(f"packet-drops on {node.url}: reproduce the failure now; the capture window is open "
+                             f"for {self.duration:g} s (or give the command that does: -p trigger '...')")  # fmt: skip
+        chosen = self._chosen["drop_points"]
+        self.results["flow_filtered"] = chosen in (drops.IN_KERNEL, drops.KPROBE_COUNTER)
+        if chosen is not None:
+            trace = drops.trace(node, self.duration, flow=self.flow, mechanism=chosen,
+                                has_reason=self.node.ok(drops.DROP_REASONS), max_events=self.max_events,
+                                during=during, step="capture window" if during else "capture window: reproduce now")  # fmt: skip
             self.results["drops"] = trace.summary
             self.used("drop points", trace.mechanism)
-            outcome, dropped, capped = trace.during, int((trace.events["kind"] == "drop").sum()), trace.capped
+            outcome, dropped, capped = trace.during, int(trace.summary["count"].sum()), trace.capped
         else:
             trace, dropped, capped = None, None, False
-            outcome = self.during() if self.during is not None else None
+            outcome = during() if during is not None else None
         if ct_thread.is_alive():
             ct_thread.join(timeout=self.duration + 15)
         after = self._sample()
@@ -146,7 +269,7 @@ class PacketDrops(Investigation):
             sample["links"] = pd.concat(links, ignore_index=True)
             sample["snmp"] = counters.snmp(self.target)
         if self._chosen["netfilter_rule"] is iptables.SAVE_COUNTERS:
-            sample["rules"] = iptables.rules(self.target)
+            sample["rules"] = iptables.rules(self.target, family=self.family)
         # Native nftables rules (not written by iptables-nft) only show in the nft view.
         if self._chosen["netfilter_rule"] is not None and self.node.ok(nft.NFT):
             sample["nft"] = nft.ruleset(self.target)
@@ -176,10 +299,11 @@ class PacketDrops(Investigation):
         icmp = counters.delta(
             self._window["before"]["snmp"], self._window["after"]["snmp"], ["group", "counter"]
         )
-        sent = icmp[(icmp["group"] == "Icmp") & (icmp["counter"] == "OutDestUnreachs")]["value"].sum()
+        group = "Icmp6" if self.flow.version == 6 else "Icmp"
+        sent = icmp[(icmp["group"] == group) & (icmp["counter"] == "OutDestUnreachs")]["value"].sum()
         self.results["icmp_unreach_sent"] = int(sent)
         self.evidence("packets per hop during the window", d,
-                      f"the node sent {int(sent)} ICMP destination-unreachable errors (Icmp OutDestUnreachs)")  # fmt: skip
+                      f"the node sent {int(sent)} ICMP destination-unreachable errors ({group} OutDestUnreachs)")  # fmt: skip
         return d
 
     def drop_points(self) -> pd.DataFrame:
@@ -220,11 +344,16 @@ class PacketDrops(Investigation):
         if "nft" in after:
             self.results["nft_moved"] = native
         if "rules" in after:
-            d = iptables.counter_deltas(before["rules"], after["rules"])
-            moved = d[d["packets_delta"] > 0].copy()
+            moved = iptables.counter_deltas(before["rules"], after["rules"])
+            moved = moved[moved["packets_delta"] > 0].copy()
+            moved["excluded_by"] = [self._excluded(r) for r in moved["rule"]]
         elif "nft" in after:
             # Without iptables the nft view stands in, every rule of it: verdict as target.
-            moved = nft_moved.assign(target=nft_moved["verdict"].str.upper())
+            moved = nft_moved.assign(
+                target=nft_moved["verdict"].str.upper(), new=nft_moved["packets_before"].isna()
+            )
+            moved["excluded_by"] = [self._excluded(r, family) for r, family in zip(moved["rule"], moved["family"],
+                                                                                    strict=True)]  # fmt: skip
         else:
             return pd.DataFrame()
         moved["verdict_rule"] = moved["target"].isin(["REJECT", "DROP"])
@@ -234,8 +363,46 @@ class PacketDrops(Investigation):
             self.evidence(
                 "native nftables rules whose counters moved", native.drop(columns=["packets_before"])
             )
-        self.evidence("netfilter rules whose counters moved", moved, "REJECT and DROP rules first")
+        self.evidence("netfilter rules whose counters moved", moved,
+                      f"REJECT and DROP rules first; excluded_by: why a rule cannot match {self.flow}; "
+                      "new: added during the window (its counts are its whole history)")  # fmt: skip
         return moved
+
+    def _dropped_packet(self) -> dict[str, Any]:
+        """The flow's dropped packet as the drop trace saw it (netfilter's first), else
+        the flow as given."""
+        summary = self.results.get("drops")
+        if summary is not None and len(summary) and self.results.get("flow_filtered"):
+            nf = netfilter_drops(summary)
+            if len(nf):
+                return dict(nf.iloc[0])
+        return {
+            "src": self.client,
+            "dst": self.server,
+            "sport": 0,
+            "dport": self.server_port,
+            "interface": "",
+        }
+
+    def _excluded(self, rule: str, nft_family: str = "") -> str:
+        """Why ``rule`` (iptables-save's, or with ``nft_family`` an nft rule of a table of
+        that family) cannot match the flow's packets in either direction ("" if it may)."""
+        p = self._dropped_packet()
+        from_client = not self.client or p["src"] == self.client
+        client_iface = str(p.get("interface") or self.host_veth) if from_client else ""
+
+        def check(rule: str, **packet: Any) -> str:
+            if nft_family:
+                return nft.applies(rule, family=nft_family, **packet)
+            return iptables.applies(rule, **packet)
+
+        forward = check(rule, src=p["src"], dst=p["dst"], protocol=self.flow.protocol,
+                                   sport=int(p["sport"] or 0), dport=int(p["dport"] or 0),
+                                   in_iface=client_iface)  # fmt: skip
+        backward = check(rule, src=p["dst"], dst=p["src"], protocol=self.flow.protocol,
+                                    sport=int(p["dport"] or 0), dport=int(p["sport"] or 0),
+                                    out_iface=client_iface)  # fmt: skip
+        return forward if forward and backward else ""
 
     def conntrack_timeline(self) -> pd.DataFrame:
         """The flow's conntrack events in order: its state transitions."""
@@ -247,9 +414,12 @@ class PacketDrops(Investigation):
             )
             return ct
         ct = ct.copy()
-        ct["flow"] = (
-            ct["src"] + ":" + ct["sport"].astype(str) + " -> " + ct["dst"] + ":" + ct["dport"].astype(str)
-        )
+
+        def end(address: pd.Series, port: pd.Series) -> pd.Series:
+            host = address.where(~address.str.contains(":"), "[" + address + "]")
+            return host + ":" + port.astype(str)
+
+        ct["flow"] = end(ct["src"], ct["sport"]) + " -> " + end(ct["dst"], ct["dport"])
         ct["state"] = ct["state"].where(ct["state"] != "", ct["event"])
         self.results["ct_flows"] = ct
         self.evidence("conntrack events of the flow", ct[["time", "event", "state", "flow", "flags"]])
@@ -272,57 +442,88 @@ class PacketDrops(Investigation):
         if missing:
             return evidence.inconclusive([f"step result {k!r} was not collected" for k in missing])
         summary_ = results["drops"]
+        filtered = bool(results.get("flow_filtered", False))
         real = summary_[summary_["kind"] == "drop"] if len(summary_) else summary_
-        nf = real[real["reason"] == "NETFILTER_DROP"] if len(real) else real
-        rules = results["rules_moved"]
-        blocking = rules[rules["verdict_rule"]] if len(rules) else rules
-        flows = transitions(results.get("ct_flows"))
-        half_closed = {
-            f: s for f, s in flows.items() if any(x in ("FIN_WAIT", "CLOSE_WAIT", "LAST_ACK") for x in s)
-        }
-        if blocking.empty and nf.empty:
-            # The trace is not flow-filtered: other traffic's drops are reported, not blamed.
-            others = [
-                f"{int(r['count'])} unrelated drops: {r['reason']} at {r['function'] or r['location']}"
-                for _, r in real.iterrows()
-            ]
-            return evidence.findings(HEALTHY, f"No netfilter drop during the {given['duration']:g} s window and no "
-                                 "REJECT/DROP rule matched.", reasons=others)  # fmt: skip
+        nf = netfilter_drops(summary_)
+        rules = results["rules_moved"].copy()
+        for column, default in (("new", False), ("excluded_by", "")):
+            if column not in rules:
+                rules[column] = default
+        rejecting = rules[rules["verdict_rule"]] if len(rules) else rules
+        blocking = rejecting[~rejecting["new"].astype(bool) & (rejecting["excluded_by"].fillna("") == "")]
+        innocent = [f"not blamed: {_rule_name(r)} ({r['excluded_by'] or 'added during the window'}; "
+                    f"+{int(r['packets_delta'])} packets of other traffic)"
+                    for _, r in rejecting.iterrows() if r["excluded_by"] or r["new"]]  # fmt: skip
+        window = f"the {given['duration']:g} s window"
+        what = "this flow's" if filtered else "the node's"
+
+        def sites(frame: pd.DataFrame) -> list[str]:
+            return [f"{int(r['count'])} drop(s): {r['reason'] or 'no reason (kernel < 5.17)'} at "
+                    f"{r['function'] or r['location']}" for _, r in frame.iterrows()]  # fmt: skip
+
+        if nf.empty and (blocking.empty or filtered):
+            # With the flow filter, a rule that moved but dropped none of the flow's
+            # packets dropped other traffic: it is named, not blamed.
+            others = [f"REJECT/DROP rule moved but dropped none of the flow's packets: {_rule_name(r)}"
+                      for _, r in blocking.iterrows()]  # fmt: skip
+            label = "flow's drops (not netfilter)" if filtered else "unrelated drops"
+            reasons = [f"{label}: {x}" for x in sites(real)] + others + innocent
+            return evidence.findings(HEALTHY, f"No netfilter drop of {what} packets during {window} and no "
+                                     "REJECT/DROP rule that can match the flow dropped it.", reasons=reasons)  # fmt: skip
         if blocking.empty or nf.empty:
-            reasons = [
-                f"{int(r['count'])} drops: {r['reason']} at {r['function'] or r['location']}"
-                for _, r in real.iterrows()
-            ]
-            return evidence.inconclusive(reasons or ["a REJECT/DROP rule matched but no drop was traced"])
-        rule = blocking.iloc[0]
+            why = sites(real) + innocent
+            if blocking.empty:
+                why.insert(0, "netfilter dropped packets, but no REJECT/DROP rule that can match the flow moved "
+                              "(a chain policy, or a rule outside iptables/nft's view)")  # fmt: skip
+            else:
+                why.insert(
+                    0, "a REJECT/DROP rule that can match the flow moved, but no netfilter drop was traced"
+                )
+            return evidence.inconclusive(why)
+        rule = blocking.sort_values(["table", "chain", "position"]).iloc[0]
         # Prefer a row with its kernel stack (a stack can be lost when the buffer wraps).
         where = (
             nf.assign(has_stack=nf["stack"] != "")
             .sort_values(["has_stack", "count"], ascending=False)
             .iloc[0]
         )
-        name = f"{rule['table']}/{rule['chain']} rule {rule['position']} ({rule['target']}: {rule['rule']})"
-        flow_text = ""
-        if half_closed:
-            flow, states = next(iter(half_closed.items()))
-            flow_text = f" The flow {flow} went {' -> '.join(states)} before its late packets were dropped."
-        elif given.get("client") and given.get("server"):
-            flow_text = f" The flow is {given['client']} -> {given['server']}:{given['server_port']}."
-        stack = where["stack"] or where["function"]
-        summary = (f"{int(rule['packets_delta'])} packets were rejected by {name} with reason NETFILTER_DROP at "
-                   f"{where['function'] or where['location']} ({stack.split(' <- ')[:4] and ' <- '.join(stack.split(' <- ')[:4])})."
-                   f"{flow_text} The node answered with {results.get('icmp_unreach_sent', 0)} ICMP "
-                   "destination-unreachable errors from its own address.")  # fmt: skip
-        position = int(rule["position"])
-        remediation = [
-            f"iptables -t {rule['table']} -I {rule['chain']} {position} -i lxc+ -j ACCEPT   # pods' traffic no longer depends on a live conntrack entry",
-            f"iptables -t {rule['table']} -I {rule['chain']} {position} -o lxc+ -j ACCEPT",
-            "or keep the stateful rules and raise net.netfilter.nf_conntrack_tcp_timeout_close_wait (and leave nf_conntrack_tcp_loose=1)",
+        packet = dict(where) if filtered else {"src": given.get("client", ""), "dst": given.get("server", ""),
+                                               "sport": 0, "dport": given.get("server_port", 0)}  # fmt: skip
+        flow, states = flow_states(results.get("ct_flows"), packet)
+        site = where["function"] or where["location"]
+        stack = " <- ".join(str(where["stack"] or site).split(" <- ")[:4])
+        reason = where["reason"] or "no reason (kernel < 5.17), at a netfilter site"
+        if filtered:
+            same = nf[(nf["src"] == packet["src"]) & (nf["sport"] == packet["sport"]) & (nf["dst"] == packet["dst"])
+                      & (nf["dport"] == packet["dport"])]  # fmt: skip
+            dropped = f"{int(same['count'].sum())} packets of {_endpoint(packet, 'src')} -> {_endpoint(packet, 'dst')}"
+            if len(same) < len(nf):
+                dropped += (
+                    f" (and {int(nf['count'].sum() - same['count'].sum())} of the flow's other connections)"
+                )
+        else:
+            dropped = f"{int(rule['packets_delta'])} packets"
+        summary = f"{dropped} were dropped by {_rule_name(rule)}, with {reason} at {site} ({stack})."
+        if states:
+            guess = "" if filtered else " (the likeliest: the trace saw no ports)"
+            summary += f" Conntrack: the flow {flow}{guess} went {' -> '.join(states)} before its late packets were dropped."
+        icmp = "ICMPv6" if ":" in str(packet.get("dst", "")) else "ICMP"
+        summary += (f" The node sent {results.get('icmp_unreach_sent', 0)} {icmp} destination-unreachable errors "
+                    "from its own address in the window (a node-wide count).")  # fmt: skip
+        if not filtered:
+            summary += (
+                " The drop trace was not flow-filtered on this node: the site is the node's netfilter drops."
+            )
+        reasons = [f"rule: {_rule_name(rule)} (+{int(rule['packets_delta'])} packets in the window)",
+                   f"drop site: {site} ({reason})"]  # fmt: skip
+        if states:
+            reasons.append(f"conntrack of {flow}: {' -> '.join(states)}")
+        reasons += [
+            f"also moved and may match the flow: {_rule_name(r)}" for _, r in blocking.iloc[1:].iterrows()
         ]
-        reasons = [f"rule: {name}", f"drop location: {where['function'] or where['location']}"]
-        if half_closed:
-            reasons.append(f"conntrack: {' -> '.join(next(iter(half_closed.values())))}")
-        return evidence.findings(VERDICT, summary, remediation=remediation, reasons=reasons)
+        reasons += innocent
+        return evidence.findings(VERDICT, summary, remediation=remediation(rule, packet, given, bool(states)),
+                                 reasons=reasons)  # fmt: skip
 
     @staticmethod
     def triage(target: Target) -> Signal:

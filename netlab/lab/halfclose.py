@@ -4,7 +4,7 @@ half-closed one.
 
 ``python -m netlab.lab.halfclose server PORT`` runs in the "remote" namespace;
 ``python -m netlab.lab.halfclose client ADDRESS PORT SECONDS`` runs in a pod, prints one
-JSON line and exits: ``half_closed_send`` is ``"ok"`` when the late data got through and
+JSON line and exits (``noise ADDRESS PORT`` sends other traffic, a datagram every 50 ms): ``half_closed_send`` is ``"ok"`` when the late data got through and
 the kernel's error (``ECONNREFUSED`` after an ICMP port-unreachable) when it did not.
 """
 
@@ -71,9 +71,23 @@ def client(address: str, port: int, seconds: float) -> dict[str, object]:
     return {"header": header.decode().strip(), "pulled_bytes": pulled, "half_closed_send": result}
 
 
+def noise(address: str, port: int) -> None:
+    """Other traffic: a datagram every 50 ms, for as long as the lab runs."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    while True:
+        try:
+            sock.sendto(b"q", (address, port))
+        except OSError:
+            pass
+        time.sleep(0.05)
+
+
 def main() -> None:
     if sys.argv[1] == "server":
         serve(int(sys.argv[2]))
+    elif sys.argv[1] == "noise":
+        noise(sys.argv[2], int(sys.argv[3]))
     else:
         print(json.dumps(client(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))), flush=True)
 

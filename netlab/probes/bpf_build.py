@@ -111,7 +111,9 @@ def build(
         check=False,
     )  # fmt: skip
     if not result.ok:
-        raise NetlabError(f"compiling {name} failed: {result.brief_error()}")
+        # clang's last line only counts the errors; the first one says what is wrong.
+        first = [ln for ln in result.stderr.splitlines() if " error: " in ln]
+        raise NetlabError(f"compiling {name} failed: {first[0] if first else result.brief_error()}")
     os.replace(f"{obj}.tmp", obj)
     return obj
 

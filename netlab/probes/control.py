@@ -8,6 +8,7 @@ probe's ``with`` block detaches it exactly as on Ctrl-C.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ class Progress:
         return min(1.0, max(parts))
 
     def text(self) -> str:
+        if not self.duration:  # a message, not a countdown
+            return self.step
         left = max(0.0, self.duration - self.elapsed)
         events = f", {self.events}/{self.max_events} events" if self.max_events else ""
         return f"{self.step}: {left:.1f} s left{events}"
@@ -43,6 +46,18 @@ class Progress:
 Listener = Callable[[Progress], None]
 _listeners: list[Listener] = []
 _cancel = threading.Event()
+
+
+def announce(message: str) -> None:
+    """Ask the person at the keyboard to act now (reproduce the failure, say): the
+    notebook's progress line shows it, and so does the terminal that started a headless
+    run (written to the process's own stderr, which papermill's kernel inherits)."""
+    for listener in list(_listeners):
+        listener(Progress(message, 0.0, 0.0))
+    try:
+        os.write(2, f"netlab: {message}\n".encode())
+    except OSError:
+        pass
 
 
 def add_listener(listener: Listener) -> None:

@@ -1,6 +1,8 @@
 """Case 001 on the real kernel: the conntrack-reject lab and the packet-drops
-investigation, both twins; the drop trace is bounded and leaves nothing behind, also
-when `netlab run` is interrupted."""
+investigation, both twins, IPv4 and IPv6, each drop mechanism (the in-kernel counter,
+without drop reasons, the tracefs fallback); the lab's innocent DROP rule, which counts
+other traffic all the time, is never blamed; the drop trace is bounded and leaves
+nothing behind, also when `netlab run` is interrupted or killed."""
 
 from __future__ import annotations
 
@@ -16,10 +18,31 @@ import pytest
 
 from netlab import lab, naming
 from netlab.cli import main
+from netlab.investigations import get
 from tests.kernel.labtools import investigate, leftovers, scenario
 
 pytestmark = pytest.mark.kernel
 NAME = "conntrack-reject"
+
+
+INNOCENT = "filter/FORWARD rule 2 (DROP: -s"
+
+
+def _names_the_reject_only(findings, params: dict, *, tool: str = "iptables", client: str = "",
+                           server: str = "") -> None:  # fmt: skip
+    assert findings.verdict == "netfilter-drop", findings.summary
+    assert f"{tool} filter/FORWARD rule 4 (REJECT" in findings.summary
+    assert "port-unreachable" in findings.summary
+    assert "nf_hook_slow" in findings.summary and "nft_do_chain" in findings.summary
+    assert "CLOSE_WAIT" in findings.summary
+    assert f"{server or params['server']}]:{params['server_port']}" in findings.summary or (
+        f"{server or params['server']}:{params['server_port']}" in findings.summary
+    )
+    assert INNOCENT not in findings.summary
+    assert any(r.startswith("not blamed: " + tool + " " + INNOCENT) for r in findings.reasons), (
+        findings.reasons
+    )
+    assert any("-I FORWARD 4" in r and f"-s {client or params['client']}" in r for r in findings.remediation)
 
 
 def test_broken_lab_names_rule_flow_state_and_location() -> None:
@@ -27,23 +50,47 @@ def test_broken_lab_names_rule_flow_state_and_location() -> None:
         check = lab.verify(NAME)
         assert check.ok, check.text()
         findings = investigate("packet-drops", NAME, healthy=False)
-    assert findings.verdict == "netfilter-drop", findings.summary
-    assert "filter/FORWARD rule 3 (REJECT" in findings.summary
-    assert "icmp-port-unreachable" in findings.summary
-    assert "nf_hook_slow" in findings.summary and "nft_do_chain" in findings.summary
-    assert (
-        "CLOSE_WAIT" in findings.summary and f"{params['server']}:{params['server_port']}" in findings.summary
-    )
-    assert any("-I FORWARD 3" in r for r in findings.remediation)
-    assert "tracefs" in findings.mechanisms["drop points"]
+        _names_the_reject_only(findings, params)
+        assert "NETFILTER_DROP" in findings.summary
+        assert findings.mechanisms["drop points"].startswith("BPF program on tp_btf/kfree_skb")
+        # The flow's own dropped packet: the client's address and ephemeral port.
+        assert f"packets of {params['client']}:" in findings.summary
+        six = get("packet-drops").start(lab=NAME, client=params["client6"], server=params["server6"]).run()
+        _names_the_reject_only(
+            six, params, tool="ip6tables", client=params["client6"], server=params["server6"]
+        )
+        assert "ICMPv6" in six.summary
+    assert leftovers() == []
+
+
+@pytest.mark.parametrize(("mask", "mechanism", "reason"), [
+    ("drop_reasons", "BPF program on tp_btf/kfree_skb", "no reason (kernel < 5.17)"),
+    ("tp_btf", "tracefs instance", "NETFILTER_DROP"),
+], ids=["no-reason", "tracefs"])  # fmt: skip
+def test_fallback_mechanisms_give_the_verdict(monkeypatch: pytest.MonkeyPatch, mask: str, mechanism: str,
+                                              reason: str) -> None:  # fmt: skip
+    """Each fallback, forced by masking what this kernel has: the tracepoint without drop
+    reasons (as before 5.17) and tracefs (no BTF); this machine has no kprobes."""
+    monkeypatch.setenv("NETLAB_MASK", mask)
+    with scenario(NAME) as params:
+        findings = investigate("packet-drops", NAME, healthy=False)
+    _names_the_reject_only(findings, params)
+    assert findings.mechanisms["drop points"].startswith(mechanism), findings.mechanisms
+    assert reason in findings.summary
     assert leftovers() == []
 
 
 def test_healthy_twin_is_healthy() -> None:
-    with scenario(NAME, healthy=True):
+    with scenario(NAME, healthy=True) as params:
         assert lab.verify(NAME).ok
         findings = investigate("packet-drops", NAME, healthy=True)
-    assert findings.verdict == "healthy", findings.summary
+        assert findings.verdict == "healthy", findings.summary
+        # The innocent rule moved during the window and is named, not blamed.
+        assert any(r.startswith("not blamed: iptables " + INNOCENT) for r in findings.reasons), (
+            findings.reasons
+        )
+        six = get("packet-drops").start(lab=NAME, client=params["client6"], server=params["server6"]).run()
+        assert six.verdict == "healthy", six.summary
     assert leftovers() == []
 
 
@@ -62,27 +109,62 @@ def _tracefs_instances(kind: str = "") -> list[str]:
     return [n for n in found if f"_{kind}_" in n] if kind else found
 
 
+def _drop_counters() -> list[int]:
+    """Loaded drop counter programs of this prefix (the kernel keeps 15 characters of the
+    name; bpftool shows the whole one from BTF where it can)."""
+    name = f"{naming.PREFIX}_drop_counter"
+    shown = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True)
+    return [p["id"] for p in json.loads(shown.stdout or "[]") if name.startswith(p.get("name") or "-")]
+
+
+def _start_run(tmp_path: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netlab", "run", "packet-drops", "--lab", NAME, "--out", str(tmp_path), "-p", "duration", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    # The window's counter, not a capability check's (which lives for a moment).
+    seen_since = None
+    while time.monotonic() < deadline:
+        if _drop_counters():
+            seen_since = seen_since or time.monotonic()
+            if time.monotonic() - seen_since > 3:
+                return proc
+        else:
+            seen_since = None
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the drop counter never started")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_ctrl_c_term_or_hangup_during_the_trace_leaves_nothing(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
     with scenario(NAME):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "netlab", "run", "packet-drops", "--lab", NAME, "--out", str(tmp_path), "-p", "duration", "60"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 90
-        # The drop trace's instance, not a capability probe's (nlab_doctor_*).
-        while time.monotonic() < deadline and not _tracefs_instances("drops"):
-            time.sleep(0.2)
-        assert _tracefs_instances("drops"), "the trace never started"
+        proc = _start_run(tmp_path)
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 128 + signum, err
         said = "interrupted" if signum == signal.SIGINT else f"terminated ({signum.name})"
         assert err.strip().splitlines()[-1] == f"netlab: {said}; probes removed", err
+    assert _drop_counters() == []
     assert _tracefs_instances() == []
     assert leftovers() == []
+
+
+def test_sigkill_during_the_window_leaves_no_counter_within_5_s(tmp_path: Path) -> None:
+    """No cleanup runs after SIGKILL: the counter goes with the process that holds it,
+    which sees its input close when netlab dies."""
+    with scenario(NAME):
+        proc = _start_run(tmp_path)
+        os.killpg(os.getpgid(proc.pid), 0)  # still there
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _drop_counters() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _drop_counters() == []
 
 
 def test_cell_timeout_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -104,6 +186,7 @@ def test_cell_timeout_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixtu
         )
     assert code == 2
     assert "longer than 5 s" in capsys.readouterr().err
+    assert _drop_counters() == []
     assert _tracefs_instances() == []
     assert leftovers() == []
 

@@ -48,6 +48,8 @@ def test_a_value_is_typed_or_refused_by_name(investigation: str, param, value: o
         assert isinstance(parsed, param.type), (param.name, value, parsed)
     # Accepted text never carries a shell or filter metacharacter into a command. Paths
     # are exempt: any byte but NUL is legal in one, and they only ever travel as one argv
-    # element (quoted with shlex.join over ssh), never through a shell or a filter.
-    if isinstance(parsed, str) and param.check not in (params.path, _url_path):
+    # element (quoted with shlex.join over ssh), never through a shell or a filter. So are
+    # command lines (a reproduction the user gives): split into an argument vector and run
+    # without a shell, their metacharacters are plain characters.
+    if isinstance(parsed, str) and param.check not in (params.path, _url_path, params.command_line):
         assert not set(parsed) & set(";|&$`'\"\\\n\x00 "), (param.name, parsed)

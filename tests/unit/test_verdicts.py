@@ -122,6 +122,60 @@ def test_packet_drops_needs_both_the_rule_and_the_drop() -> None:
     assert get("packet-drops").decide(evidence).verdict == "inconclusive"
 
 
+def test_packet_drops_blames_the_rule_that_can_match_the_flow_not_the_busiest() -> None:
+    """The lab's innocent DROP rule moved more than the REJECT (other traffic, all the
+    time); its source address cannot be the flow's, so it is named and not blamed."""
+    evidence, verdict = replay("packet-drops", "broken")
+    rules = evidence.results["rules_moved"]
+    innocent = rules[rules["verdict_rule"] & (rules["excluded_by"] != "")]
+    assert len(innocent) == 1 and innocent.iloc[0]["target"] == "DROP"
+    assert innocent.iloc[0]["packets_delta"] > rules[rules["target"] == "REJECT"]["packets_delta"].max()
+    findings = get("packet-drops").decide(evidence)
+    assert "rule 4 (REJECT" in findings.summary and "rule 2" not in findings.summary
+    assert any(r.startswith("not blamed:") and "rule 2 (DROP" in r for r in findings.reasons)
+    # The flow: the client's own dropped packet and that connection's conntrack states.
+    assert "packets of 10.244.1.11:" in findings.summary and "FIN_WAIT -> CLOSE_WAIT" in findings.summary
+    # Were the innocent rule's matches unreadable, it would be a candidate too: the first
+    # in chain order is named, and the REJECT is still listed.
+    evidence.results["rules_moved"] = rules.assign(excluded_by="")
+    again = get("packet-drops").decide(evidence)
+    assert "rule 2 (DROP" in again.summary and any("rule 4 (REJECT" in r for r in again.reasons)
+
+
+def test_packet_drops_a_rule_added_during_the_window_is_not_judged_on_its_history() -> None:
+    evidence, _ = replay("packet-drops", "broken")
+    rules = evidence.results["rules_moved"]
+    evidence.results["rules_moved"] = rules.assign(new=rules["target"] == "REJECT")
+    findings = get("packet-drops").decide(evidence)
+    assert findings.verdict == "inconclusive"
+    assert any("added during the window" in r for r in findings.reasons)
+
+
+def test_packet_drops_a_moving_rule_without_the_flows_drops_is_healthy() -> None:
+    """With the in-kernel flow filter, a REJECT that moved while none of the flow's packets
+    were dropped by netfilter dropped other traffic: healthy, and the rule is named."""
+    evidence, _ = replay("packet-drops", "broken")
+    drops = evidence.results["drops"]
+    assert evidence.results["flow_filtered"]
+    evidence.results["drops"] = drops[drops["reason"] != "NETFILTER_DROP"]
+    findings = get("packet-drops").decide(evidence)
+    assert findings.verdict == "healthy"
+    assert any("dropped none of the flow's packets" in r and "rule 4 (REJECT" in r for r in findings.reasons)
+    # Without the flow filter the same evidence cannot tell: inconclusive, never healthy.
+    evidence.results["flow_filtered"] = False
+    assert get("packet-drops").decide(evidence).verdict == "inconclusive"
+
+
+def test_packet_drops_without_drop_reasons_reads_the_netfilter_site() -> None:
+    """Kernels before 5.17: no reason, the location and stack say netfilter."""
+    evidence, _ = replay("packet-drops", "broken")
+    drops = evidence.results["drops"]
+    evidence.results["drops"] = drops.assign(reason="")
+    findings = get("packet-drops").decide(evidence)
+    assert findings.verdict == "netfilter-drop"
+    assert "no reason (kernel < 5.17)" in findings.summary and "nft_do_chain" in findings.summary
+
+
 def test_cgroup_progs_agreeing_copies_are_healthy() -> None:
     evidence, _ = replay("cgroup-progs", "broken")
     walk = evidence.results["walk"]
