@@ -4,6 +4,10 @@ protocol, TCP state, the original and reply tuples, flags, and for events the ti
 from __future__ import annotations
 
 import re
+import subprocess
+import threading
+from collections import deque
+from typing import IO
 
 import pandas as pd
 
@@ -174,23 +178,58 @@ def entries(
     return parse(result.stdout)
 
 
-def events(target: Target, seconds: float, *, proto: str = "tcp", address: str | None = None,
-           port: int | None = None) -> pd.DataFrame:  # fmt: skip
-    """Conntrack events (NEW/UPDATE/DESTROY with state changes) for ``seconds``, bounded."""
-    seconds = params.positive_number(seconds, "seconds", maximum=600)
-    argv = [
-        "timeout",
-        "-s",
-        "INT",
-        f"{seconds:g}",
-        "conntrack",
-        "-E",
-        "-o",
-        "timestamp",
-        *_filter(proto, address, port),
-    ]
-    result = target.run(argv, timeout=seconds + 10, check=False)
-    return parse(result.stdout)
+# conntrack -E until standard input closes: the caller's stop, or its death (over ssh
+# the end of input is passed on), so no watcher outlives the run that started it. The
+# filter arrives as "$@", never as shell text.
+_UNTIL_EOF = 'conntrack -E -o timestamp "$@" & p=$!; cat >/dev/null; kill -INT $p 2>/dev/null; wait $p'
+MAX_EVENT_LINES = 200_000
+
+
+class EventWatch:
+    """Conntrack events (NEW/UPDATE/DESTROY with state changes) of a flow from now until
+    :meth:`stop`; bounded by ``max_seconds`` and by the lines kept."""
+
+    def __init__(self, target: Target, max_seconds: float, *, proto: str = "tcp", address: str | None = None,
+                 port: int | None = None) -> None:  # fmt: skip
+        max_seconds = params.positive_number(max_seconds, "seconds", maximum=7200)
+        argv = ["sh", "-c", _UNTIL_EOF, "sh", *_filter(proto, address, port)]
+        self.url = target.url
+        self.proc = target.start(argv, timeout=max_seconds)
+        self.lines: deque[str] = deque(maxlen=MAX_EVENT_LINES)
+        self.errors: deque[str] = deque(maxlen=20)
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.errors), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: IO[bytes] | None, into: deque[str]) -> None:
+        for raw in stream or ():
+            into.append(raw.decode(errors="replace"))
+
+    def stop(self) -> pd.DataFrame:
+        """End the watch and parse what it saw."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for reader in self._readers:
+            reader.join(timeout=5)
+        if self.proc.returncode not in (0, 130, -2) and not self.lines:
+            last = [
+                ln.strip() for ln in self.errors if ln.strip() and "flow events have been shown" not in ln
+            ]
+            if last:
+                raise DecodeError(f"{self.url}: conntrack -E failed: {last[-1]}")
+        return parse("".join(self.lines))
 
 
 # --- capability and mechanism ----------------------------------------------------------
@@ -207,4 +246,4 @@ def CONNTRACK(target: Target, node: Node) -> Check:
     )
 
 
-EVENTS = Mechanism("conntrack -E -o timestamp (netlink events), bounded by the window", (CONNTRACK,))
+EVENTS = Mechanism("conntrack -E -o timestamp (netlink events) for the whole window", (CONNTRACK,))

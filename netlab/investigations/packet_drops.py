@@ -19,7 +19,6 @@ the window, or gives the command that does (``trigger``).
 from __future__ import annotations
 
 import shlex
-import threading
 from typing import Any
 
 import pandas as pd
@@ -217,43 +216,48 @@ class PacketDrops(Investigation):
                                                        "conntrack_timeline")}  # fmt: skip
         node = self.target
         before = self._sample()
-        events: dict[str, pd.DataFrame] = {}
-
-        def watch_conntrack() -> None:
-            try:
-                events["ct"] = conntrack.events(node, self.duration, port=self.server_port or None)
-            except NetlabError as exc:  # recorded for the step, not lost in a thread
-                events["ct_error"] = exc.message
-
-        ct_thread = threading.Thread(target=watch_conntrack, daemon=True)
+        watch = None
         if self._chosen["conntrack_timeline"] is not None:
-            ct_thread.start()
+            watch = conntrack.EventWatch(node, self.duration + drops.REPRODUCTION_GRACE + 120,
+                                         port=self.server_port or None)  # fmt: skip
         during = self.during if self.during is not None else self._trigger()
         if during is None:
             control.announce(f"packet-drops on {node.url}: reproduce the failure now; the capture window is open "
                              f"for {self.duration:g} s (or give the command that does: -p trigger '...')")  # fmt: skip
-        chosen = self._chosen["drop_points"]
-        self.results["flow_filtered"] = chosen in (drops.IN_KERNEL, drops.KPROBE_COUNTER)
-        if chosen is not None:
-            trace = drops.trace(node, self.duration, flow=self.flow, mechanism=chosen,
-                                has_reason=self.node.ok(drops.DROP_REASONS), max_events=self.max_events,
-                                during=during, step="capture window" if during else "capture window: reproduce now")  # fmt: skip
-            self.results["drops"] = trace.summary
-            self.used("drop points", trace.mechanism)
-            outcome, dropped, capped = trace.during, int(trace.summary["count"].sum()), trace.capped
-        else:
-            trace, dropped, capped = None, None, False
-            outcome = during() if during is not None else None
-        if ct_thread.is_alive():
-            ct_thread.join(timeout=self.duration + 15)
+        try:
+            chosen = self._chosen["drop_points"]
+            self.results["flow_filtered"] = chosen in (drops.IN_KERNEL, drops.KPROBE_COUNTER)
+            if chosen is not None:
+                trace = drops.trace(node, self.duration, flow=self.flow, mechanism=chosen,
+                                    has_reason=self.node.ok(drops.DROP_REASONS), max_events=self.max_events,
+                                    during=during, step="capture window" if during else "capture window: reproduce now")  # fmt: skip
+                self.results["drops"] = trace.summary
+                self.used("drop points", trace.mechanism)
+                outcome, dropped, capped = trace.during, int(trace.summary["count"].sum()), trace.capped
+            else:
+                trace, dropped, capped = None, None, False
+                outcome = during() if during is not None else None
+        except BaseException:
+            if watch is not None:  # a watcher never outlives the window, whatever ended it
+                try:
+                    watch.stop()
+                except NetlabError:
+                    pass
+            raise
+        ct, ct_error = pd.DataFrame(), ""
+        if watch is not None:
+            try:
+                ct = watch.stop()
+            except NetlabError as exc:  # recorded for the step: the window's other evidence stands
+                ct_error = exc.message
         after = self._sample()
-        if "ct_error" in events:
-            self.skipped("conntrack", f"the conntrack -E watcher failed: {events['ct_error']}")
+        if ct_error:
+            self.skipped("conntrack", f"the conntrack -E watcher failed: {ct_error}")
         self._window = {
             "before": before,
             "after": after,
             "trace": trace,
-            "ct": events.get("ct", pd.DataFrame()),
+            "ct": ct,
         }
         summary = {"window_s": self.duration, "drop_events": dropped, "capped": capped,
                    "reproduction": str(outcome) if outcome is not None else "none"}  # fmt: skip
