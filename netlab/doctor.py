@@ -17,7 +17,7 @@ import pandas as pd
 from netlab import mounts
 from netlab.capability import Capability, Check, Node, capability, masked_from_env
 from netlab.investigations import REGISTRY
-from netlab.probes import bcc
+from netlab.probes import bcc, drops
 from netlab.targets import Target, open_target
 
 _CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_SYS_RESOURCE": 24, "CAP_PERFMON": 38, "CAP_BPF": 39}
@@ -39,8 +39,8 @@ def PRIVILEGES(target: Target, node: Node) -> Check:
     return Check("privileges", ok, detail)
 
 
-# Node facts worth knowing even where no step of this release needs them yet: the
-# tracing a node offers decides what the next mechanisms can be.
+# Node facts worth knowing even where no step needs them (drop reasons: a step uses them
+# when present): the tracing a node offers decides what the next mechanisms can be.
 FACTS: tuple[Capability, ...] = (
     PRIVILEGES,
     bcc.KPROBES,
@@ -49,6 +49,7 @@ FACTS: tuple[Capability, ...] = (
     bcc.RAW_TRACEPOINT,
     bcc.FENTRY,
     mounts.BPFFS_MOUNT,
+    drops.DROP_REASONS,
 )
 
 

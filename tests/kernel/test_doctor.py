@@ -69,7 +69,8 @@ def test_lab_machine_facts(report: doctor.Report) -> None:
     assert not report.ok("kprobes") and not report.ok("fentry")
     steps = report.steps()
     assert steps["stuck-tcp: recvmsg handler per socket"].startswith("BPF TCP iterator")
-    assert steps["packet-drops: drop points"].startswith("tracefs skb:kfree_skb")
+    assert steps["packet-drops: drop points"].startswith("BPF program on tp_btf/kfree_skb")
+    assert report.ok("tp_btf") and report.ok("drop_reasons") and not report.ok("drop_kprobe")
     # Only the seed's kprobe trace cannot run here, and the doctor says it is the kprobes.
     kprobe_step = "stuck-tcp: recvmsg calls and refused sockmap inserts (kprobes)"
     assert [s for s, m in steps.items() if m.startswith("unavailable")] == [kprobe_step]
@@ -78,17 +79,21 @@ def test_lab_machine_facts(report: doctor.Report) -> None:
 
 def test_a_masked_capability_moves_the_step_to_its_fallback() -> None:
     """On a node whose iptables cannot be read, the netfilter step uses nft instead;
-    without tracepoints the drop step says why it cannot run."""
+    without tp_btf (no kprobes here either) the drop step falls back to tracefs, and
+    without tracepoints too it says why it cannot run."""
     from netlab.capability import Node
     from netlab.investigations import get
     from netlab.targets import LocalTarget
 
     cls = get("packet-drops")
-    node = Node(LocalTarget(), masked=frozenset({"iptables", "tracepoints"}))
+    node = Node(LocalTarget(), masked=frozenset({"iptables", "tp_btf"}))
     chosen, _ = cls.step("netfilter_rule").choose(node)
     assert chosen is not None and chosen.name.startswith("nft -j")
     chosen, why = cls.step("drop_points").choose(node)
-    assert chosen is None and "tracepoints (masked" in why
+    assert chosen is not None and chosen.name.startswith("tracefs skb:kfree_skb")
+    node = Node(LocalTarget(), masked=frozenset({"tp_btf", "tracepoints"}))
+    chosen, why = cls.step("drop_points").choose(node)
+    assert chosen is None and "tracepoints (masked" in why and "tp_btf (masked" in why
 
 
 def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
