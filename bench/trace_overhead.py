@@ -10,9 +10,11 @@ afterwards."""
 from __future__ import annotations
 
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from netlab import naming
 from netlab.probes import drops, tracefs
@@ -36,6 +38,34 @@ def rate(ns: NetnsTarget) -> float:
     return float(ns.run([sys.executable, "-c", SENDER, str(SECONDS)], timeout=SECONDS + 20).stdout)
 
 
+ROUNDS = 5  # each figure is the median of this many runs, mechanisms interleaved
+
+
+def _in_kernel(ns: NetnsTarget, flow: drops.Flow, counted: list[int]) -> float:
+    trace = drops.trace(
+        ns, 0.5, flow=flow, mechanism=drops.IN_KERNEL, max_events=10**7, during=lambda: rate(ns)
+    )
+    counted.append(int(trace.summary["count"].sum()))
+    return float(trace.during)
+
+
+def _tracefs(ns: NetnsTarget, host: LocalTarget, **enable: object) -> float:
+    with tracefs.Instance(host, "bench") as inst:
+        inst.enable("skb", "kfree_skb", **enable)  # type: ignore[arg-type]
+        return rate(ns)
+
+
+def _bpftrace(ns: NetnsTarget) -> float:
+    tracer = subprocess.Popen(["bpftrace", "-e", "tracepoint:skb:kfree_skb { @[args->reason] = count(); }"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        time.sleep(3)
+        return rate(ns)
+    finally:
+        tracer.terminate()
+        tracer.wait()
+
+
 def main() -> None:
     name = f"{naming.PREFIX}-bench"
     host = LocalTarget()
@@ -43,36 +73,30 @@ def main() -> None:
     try:
         host.run(["ip", "-n", name, "link", "set", "lo", "up"])
         ns = NetnsTarget(name)
-        results = {"untraced": rate(ns)}
-        counted: dict[str, int] = {}
-        with tracefs.Instance(host, "bench") as inst:
-            inst.enable("skb", "kfree_skb")
-            results["tracefs event"] = rate(ns)
-        flows = {
-            "netlab in-kernel counter, another flow": drops.Flow("10.9.9.9", "10.9.9.10", 9, protocol="udp"),
-            "netlab in-kernel counter, this flow": drops.Flow("127.0.0.1", "127.0.0.1", 9, protocol="udp"),
-        }
-        for label, flow in flows.items():
-            trace = drops.trace(ns, 0.5, flow=flow, mechanism=drops.IN_KERNEL, max_events=10**7,
-                                during=lambda: rate(ns))  # fmt: skip
-            results[label] = float(trace.during)
-            counted[label] = int(trace.summary["count"].sum())
-        with tracefs.Instance(host, "bench") as inst:
-            inst.enable("skb", "kfree_skb", filter="reason > 2", stacktrace=True)
-            results["netlab tracefs fallback (stack per event)"] = rate(ns)
+        other = drops.Flow("10.9.9.9", "10.9.9.10", 9, protocol="udp")
+        this = drops.Flow("127.0.0.1", "127.0.0.1", 9, protocol="udp")
+        counted: dict[str, list[int]] = {"another flow": [], "this flow": []}
+        runs: dict[str, Callable[[], float]] = {
+            "untraced": lambda: rate(ns),
+            "tracefs event alone": lambda: _tracefs(ns, host),
+            "netlab in-kernel counter, another flow": lambda: _in_kernel(ns, other, counted["another flow"]),
+            "netlab in-kernel counter, this flow": lambda: _in_kernel(ns, this, counted["this flow"]),
+            "netlab tracefs fallback (stack per event)": lambda: _tracefs(ns, host, filter="reason > 2",
+                                                                          stacktrace=True),
+        }  # fmt: skip
         if shutil.which("bpftrace"):
-            tracer = subprocess.Popen(["bpftrace", "-e", "tracepoint:skb:kfree_skb { @[args->reason] = count(); }"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-            time.sleep(3)
-            results["bpftrace count by reason"] = rate(ns)
-            tracer.terminate()
-            tracer.wait()
-        base = results["untraced"]
-        print(f"{'mechanism':>42} {'drops/s':>10} {'cost':>7}")
-        for mechanism, value in results.items():
+            runs["bpftrace count by reason"] = lambda: _bpftrace(ns)
+        results: dict[str, list[float]] = {label: [] for label in runs}
+        for _ in range(ROUNDS):
+            for label, run in runs.items():
+                results[label].append(run())
+        base = statistics.median(results["untraced"])
+        print(f"{'mechanism':>42} {'drops/s':>10} {'cost':>7}   (median of {ROUNDS})")
+        for mechanism, values in results.items():
+            value = statistics.median(values)
             print(f"{mechanism:>42} {value:10.0f} {100 * (1 - value / base):6.1f}%")
         for label, n in counted.items():
-            print(f"({label}: {n} drops counted)")
+            print(f"(in-kernel counter, {label}: {statistics.median(n):.0f} drops counted per run)")
     finally:
         host.run(["ip", "netns", "del", name], check=False)
 

@@ -56,7 +56,7 @@ for fn, res, args in (("bpf_object__open_file", P, [ctypes.c_char_p, P]), ("bpf_
                       ("bpf_object__next_program", P, [P, P]), ("bpf_program__attach", P, [P]),
                       ("bpf_link__destroy", I, [P]), ("bpf_object__close", None, [P]),
                       ("bpf_map_update_elem", I, [I, P, P, U64]), ("bpf_map_lookup_elem", I, [I, P, P]),
-                      ("bpf_map_get_next_key", I, [I, P, P])):
+                      ("bpf_map_get_next_key", I, [I, P, P]), ("libbpf_num_possible_cpus", I, [])):
     getattr(lib, fn).restype, getattr(lib, fn).argtypes = res, args
 
 def say(**kw):
@@ -87,10 +87,14 @@ try:
         fail("attaching to " + cfg["attach"])
     say(ready=cfg["attach"])
 
-    def total(i):
-        key, value = ctypes.c_uint32(i), ctypes.c_uint64(0)
-        lib.bpf_map_lookup_elem(fd["totals"], ctypes.byref(key), ctypes.byref(value))
-        return value.value
+    ncpu = lib.libbpf_num_possible_cpus()
+    per_cpu = (ctypes.c_uint64 * max(ncpu, 1))()
+
+    def total(i):  # a per-CPU array: one value per possible CPU
+        key = ctypes.c_uint32(i)
+        if lib.bpf_map_lookup_elem(fd["totals"], ctypes.byref(key), per_cpu):
+            return 0
+        return sum(per_cpu)
 
     started, stopped = time.monotonic(), "duration"
     while time.monotonic() - started < cfg["seconds"]:
@@ -120,19 +124,20 @@ try:
         return f"{syms[i][1]}+{addr - syms[i][0]:#x}" if i >= 0 and addrs[i] else hex(addr)
 
     rows, stack_ids = [], set()
-    key, nxt, value = ctypes.create_string_buffer(64), ctypes.create_string_buffer(64), ctypes.c_uint64(0)
+    key, nxt, value = ctypes.create_string_buffer(64), ctypes.create_string_buffer(64), ctypes.create_string_buffer(16)
     prev = None
     while len(rows) < cfg["max_rows"] and lib.bpf_map_get_next_key(fd["counts"], prev, nxt) == 0:
         ctypes.memmove(key, nxt, 64)
         prev = key
-        if lib.bpf_map_lookup_elem(fd["counts"], key, ctypes.byref(value)):
+        if lib.bpf_map_lookup_elem(fd["counts"], key, value):
             continue
-        (loc, reason, stack_id, netns, ifindex, saddr, daddr, sport, dport, family,
-         proto) = struct.unpack("<QIiII16s16sHHBB2x", key.raw)
+        (loc, reason, _, netns, ifindex, saddr, daddr, sport, dport, family,
+         proto) = struct.unpack("<QIIII16s16sHHBB2x", key.raw)
+        count, stack_id = struct.unpack("<Qq", value.raw)
         rows.append({"location": sym(loc) if loc else "", "reason": reason, "stack_id": stack_id,
                      "netns": netns, "ifindex": ifindex, "family": family, "protocol": proto,
                      "saddr": saddr.hex(), "daddr": daddr.hex(), "sport": sport, "dport": dport,
-                     "count": value.value})
+                     "count": count})
         stack_ids.add(stack_id)
     stacks = {}
     frames = (ctypes.c_uint64 * 32)()

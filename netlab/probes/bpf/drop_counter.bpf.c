@@ -5,10 +5,10 @@
 // a kprobe on the function behind it where tracepoints are not wanted. Each dropped
 // packet is parsed from the skb (IPv4/IPv6 header, TCP/UDP ports) and compared with the
 // flow in the `flow` map, both directions; only the flow's drops are counted, by (reason,
-// location, stack id, netns, device, 5-tuple). A kernel stack is taken once per distinct
-// (location, reason): the cost of a drop of the flow is two hash lookups, and a drop of
-// other traffic costs the parse and a compare. Bounded by the map sizes and a cap on
-// counted drops; what did not fit is counted too.
+// location, netns, device, 5-tuple), each with its kernel stack, taken when the key is
+// first seen and then once per distinct (location, reason): a drop of the flow costs one
+// hash lookup and an add, a drop of other traffic the parse and a compare. Bounded by
+// the map sizes and a cap on counted drops (per CPU); what did not fit is counted too.
 //
 // Variants, chosen with -D when the node's kernel is known:
 //   ATTACH_KPROBE=0  tp_btf/kfree_skb; HAS_REASON=1 on kernels with the reason argument
@@ -48,7 +48,7 @@ struct flow_filter {
 struct drop_key {
 	__u64 location;
 	__u32 reason;
-	__s32 stack_id;
+	__u32 pad0;
 	__u32 netns;
 	__u32 ifindex;
 	__u8 saddr[16];
@@ -60,13 +60,19 @@ struct drop_key {
 	__u8 pad[2];
 };
 
+struct drop_count {
+	__u64 count;
+	__s64 stack_id;
+};
+
 struct site {
 	__u64 location;
 	__u32 reason;
 	__u32 pad;
 };
 
-// Totals: 0 drops of the flow counted, 1 not counted (a map was full), 2 over the cap.
+// Totals, per CPU (no shared cache line on the hot path): 0 drops of the flow counted,
+// 1 not counted (a map was full), 2 over the cap.
 enum { SEEN, LOST, OVER_CAP, NTOTALS };
 
 struct {
@@ -80,14 +86,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_SITES);
 	__type(key, struct drop_key);
-	__type(value, __u64);
+	__type(value, struct drop_count);
 } counts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_STACKS);
 	__type(key, struct site);
-	__type(value, __s32);
+	__type(value, __s64);
 } sites SEC(".maps");
 
 struct {
@@ -98,7 +104,7 @@ struct {
 } stacks SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, NTOTALS);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -109,7 +115,7 @@ static __always_inline void bump(__u32 which)
 	__u64 *v = bpf_map_lookup_elem(&totals, &which);
 
 	if (v)
-		__sync_fetch_and_add(v, 1);
+		*v += 1;
 }
 
 static __always_inline int same(const __u8 *x, const __u8 *y, int n)
@@ -123,67 +129,76 @@ static __always_inline int same(const __u8 *x, const __u8 *y, int n)
 	return 1;
 }
 
-static __always_inline int end_matches(const struct flow_filter *c, int is_a, const __u8 *addr, __u16 port,
-				       int n)
+static __always_inline int address_ok(const struct flow_filter *c, int is_a, const __u8 *addr, int n)
 {
-	const __u8 *want = is_a ? c->a : c->b;
-	__u16 want_port = is_a ? c->a_port : c->b_port;
-	__u8 has = is_a ? c->has_a : c->has_b;
-
-	if (has && !same(addr, want, n))
-		return 0;
-	return !want_port || want_port == port;
+	return !(is_a ? c->has_a : c->has_b) || same(addr, is_a ? c->a : c->b, n);
 }
+
+static __always_inline int port_ok(const struct flow_filter *c, int is_a, __u16 port)
+{
+	__u16 want = is_a ? c->a_port : c->b_port;
+
+	return !want || want == port;
+}
+
+#if ATTACH_KPROBE
+#define FIELD(p, f) BPF_CORE_READ(p, f)
+#else
+// tp_btf hands typed pointers: a field is a plain (CO-RE relocated) load, not a helper
+// call, which is most of what a drop of other traffic costs.
+#define FIELD(p, f) ((p)->f)
+#endif
 
 static __always_inline int count_drop(void *ctx, struct sk_buff *skb, __u64 location, __u32 reason)
 {
 	__u32 zero = 0;
 	struct flow_filter *c = bpf_map_lookup_elem(&flow, &zero);
 	struct drop_key key = {};
+	union {
+		struct iphdr v4;
+		struct ipv6hdr v6;
+		__u8 first;
+	} h;
 	unsigned char *head;
 	__u16 nh, l4 = 0;
-	__u8 first = 0;
-	int n;
+	int n, forward, backward;
 
 	if (!c || !skb || reason < c->min_reason)
 		return 0;
-	head = BPF_CORE_READ(skb, head);
-	nh = BPF_CORE_READ(skb, network_header);
+	head = FIELD(skb, head);
+	nh = FIELD(skb, network_header);
 	// A packet whose network header was never set (~0) is not an IP packet of a flow.
 	if (!head || nh == (__u16)~0U)
 		return 0;
-	if (bpf_probe_read_kernel(&first, 1, head + nh))
+	// One read covers either header (an IPv4 packet shorter than 40 bytes reads into the
+	// rest of its buffer, which is never used).
+	if (bpf_probe_read_kernel(&h, sizeof(h.v6), head + nh))
 		return 0;
-	if ((first >> 4) == 4) {
-		struct iphdr ip;
-
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
-			return 0;
+	if ((h.first >> 4) == 4) {
 		key.family = 2;
-		key.protocol = ip.protocol;
-		__builtin_memcpy(key.saddr, &ip.saddr, 4);
-		__builtin_memcpy(key.daddr, &ip.daddr, 4);
+		key.protocol = h.v4.protocol;
+		__builtin_memcpy(key.saddr, &h.v4.saddr, 4);
+		__builtin_memcpy(key.daddr, &h.v4.daddr, 4);
 		// Later fragments carry no ports.
-		if (!(ip.frag_off & bpf_htons(0x1fff)))
-			l4 = nh + (ip.ihl & 0xf) * 4;
+		if (!(h.v4.frag_off & bpf_htons(0x1fff)))
+			l4 = nh + (h.v4.ihl & 0xf) * 4;
 		n = 4;
-	} else if ((first >> 4) == 6) {
-		struct ipv6hdr ip6;
-
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
-			return 0;
+	} else if ((h.first >> 4) == 6) {
 		key.family = 10;
-		key.protocol = ip6.nexthdr;
-		__builtin_memcpy(key.saddr, &ip6.saddr, 16);
-		__builtin_memcpy(key.daddr, &ip6.daddr, 16);
-		l4 = nh + sizeof(ip6);
+		key.protocol = h.v6.nexthdr;
+		__builtin_memcpy(key.saddr, &h.v6.saddr, 16);
+		__builtin_memcpy(key.daddr, &h.v6.daddr, 16);
+		l4 = nh + sizeof(h.v6);
 		n = 16;
 	} else {
 		return 0;
 	}
-	if (c->family && c->family != key.family)
+	if ((c->family && c->family != key.family) || (c->protocol && c->protocol != key.protocol))
 		return 0;
-	if (c->protocol && c->protocol != key.protocol)
+	// Addresses first: most other traffic stops here, before its ports are read.
+	forward = address_ok(c, 1, key.saddr, n) && address_ok(c, 0, key.daddr, n);
+	backward = address_ok(c, 0, key.saddr, n) && address_ok(c, 1, key.daddr, n);
+	if (!forward && !backward)
 		return 0;
 	if (l4 && (key.protocol == IPPROTO_TCP || key.protocol == IPPROTO_UDP)) {
 		__be16 ports[2];
@@ -193,15 +208,15 @@ static __always_inline int count_drop(void *ctx, struct sk_buff *skb, __u64 loca
 			key.dport = bpf_ntohs(ports[1]);
 		}
 	}
-	if (!((end_matches(c, 1, key.saddr, key.sport, n) && end_matches(c, 0, key.daddr, key.dport, n)) ||
-	      (end_matches(c, 0, key.saddr, key.sport, n) && end_matches(c, 1, key.daddr, key.dport, n))))
+	if (!((forward && port_ok(c, 1, key.sport) && port_ok(c, 0, key.dport)) ||
+	      (backward && port_ok(c, 0, key.sport) && port_ok(c, 1, key.dport))))
 		return 0;
 	{
-		struct net_device *dev = BPF_CORE_READ(skb, dev);
-		struct sock *sk = BPF_CORE_READ(skb, sk);
+		struct net_device *dev = FIELD(skb, dev);
+		struct sock *sk = FIELD(skb, sk);
 
 		if (dev) {
-			key.ifindex = BPF_CORE_READ(dev, ifindex);
+			key.ifindex = FIELD(dev, ifindex);
 			key.netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
 		} else if (sk) {
 			key.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
@@ -214,37 +229,37 @@ static __always_inline int count_drop(void *ctx, struct sk_buff *skb, __u64 loca
 		__u32 which = SEEN;
 		__u64 *seen = bpf_map_lookup_elem(&totals, &which);
 
-		// Read, then add: an add that returns the old value needs Linux 5.12.
 		if (!seen)
 			return 0;
 		if (*seen >= c->cap) {
 			bump(OVER_CAP);
 			return 0;
 		}
-		__sync_fetch_and_add(seen, 1);
+		*seen += 1;
 	}
 	key.location = location;
 	key.reason = reason;
 	{
+		struct drop_count *count = bpf_map_lookup_elem(&counts, &key);
+		struct drop_count first = { .count = 1 };
 		struct site s = { .location = location, .reason = reason };
-		__s32 *known = bpf_map_lookup_elem(&sites, &s);
-
-		if (known) {
-			key.stack_id = *known;
-		} else {
-			key.stack_id = bpf_get_stackid(ctx, &stacks, 0);
-			bpf_map_update_elem(&sites, &s, &key.stack_id, BPF_NOEXIST);
-		}
-	}
-	{
-		__u64 one = 1, *count = bpf_map_lookup_elem(&counts, &key);
+		__s64 *known;
 
 		if (count) {
-			__sync_fetch_and_add(count, 1);
-		} else if (bpf_map_update_elem(&counts, &key, &one, BPF_NOEXIST)) {
+			__sync_fetch_and_add(&count->count, 1);
+			return 0;
+		}
+		known = bpf_map_lookup_elem(&sites, &s);
+		if (known) {
+			first.stack_id = *known;
+		} else {
+			first.stack_id = bpf_get_stackid(ctx, &stacks, 0);
+			bpf_map_update_elem(&sites, &s, &first.stack_id, BPF_NOEXIST);
+		}
+		if (bpf_map_update_elem(&counts, &key, &first, BPF_NOEXIST)) {
 			count = bpf_map_lookup_elem(&counts, &key);  // another CPU added it
 			if (count)
-				__sync_fetch_and_add(count, 1);
+				__sync_fetch_and_add(&count->count, 1);
 			else
 				bump(LOST);
 		}
