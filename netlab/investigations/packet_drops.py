@@ -262,6 +262,9 @@ class PacketDrops(Investigation):
         summary = {"window_s": self.duration, "drop_events": dropped, "capped": capped,
                    "reproduction": str(outcome) if outcome is not None else "none"}  # fmt: skip
         self.results["window"] = pd.DataFrame([summary])
+        how = ("the lab's reproduction" if self.during is not None else
+               f"trigger: {self.values['trigger']}" if self.values["trigger"] else "reproduced by hand (prompted)")  # fmt: skip
+        self.evidence("the capture window", self.results["window"], how)
         return self.results["window"]
 
     def _sample(self) -> dict[str, pd.DataFrame]:

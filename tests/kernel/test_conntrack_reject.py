@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 from netlab import lab, naming
 from netlab.cli import main
 from netlab.investigations import get
+from netlab.lab.topology import module_argv
 from tests.kernel.labtools import investigate, leftovers, scenario
 
 pytestmark = pytest.mark.kernel
@@ -200,4 +202,22 @@ def test_without_iptables_the_nft_view_names_the_rule(monkeypatch: pytest.Monkey
     assert findings.mechanisms["netfilter rules"].startswith("nft -j list ruleset")
     assert findings.verdict == "netfilter-drop", findings.summary
     assert "filter/FORWARD rule" in findings.summary and "REJECT" in findings.summary
+    assert leftovers() == []
+
+
+def test_a_trigger_reproduces_the_failure_in_the_window() -> None:
+    """As on a real node, without the lab's reproduction: the user's command (the pull,
+    run from the pod's namespace) starts when the window opens, and the verdict follows."""
+    with scenario(NAME) as params:
+        pull = shlex.join(
+            module_argv("netlab.lab.halfclose", "client", params["server"], str(params["server_port"]), "3")
+        )
+        run = get("packet-drops").start(f"netns://{params['node_netns']}", client=params["client"],
+                                        server=params["server"], server_port=params["server_port"],
+                                        pod_netns=params["pod_netns"]["pod1"], trigger=pull)  # fmt: skip
+        assert run.during is None
+        findings = run.run()
+    _names_the_reject_only(findings, params)
+    assert "'exit': 0" in run.results["window"]["reproduction"].iloc[0]
+    assert any(e.title == "the capture window" and e.note.startswith("trigger: ") for e in findings.evidence)
     assert leftovers() == []

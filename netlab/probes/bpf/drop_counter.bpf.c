@@ -215,12 +215,16 @@ static __always_inline int count_drop(void *ctx, struct sk_buff *skb, __u64 loca
 		struct net_device *dev = FIELD(skb, dev);
 		struct sock *sk = FIELD(skb, sk);
 
+		struct net *net = 0;
+
 		if (dev) {
 			key.ifindex = FIELD(dev, ifindex);
-			key.netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+			net = FIELD(dev, nd_net.net);
 		} else if (sk) {
-			key.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+			net = FIELD(sk, __sk_common.skc_net.net);
 		}
+		if (net)
+			key.netns = FIELD(net, ns.inum);
 	}
 	if (c->netns && c->netns != key.netns)
 		return 0;
