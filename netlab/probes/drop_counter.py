@@ -24,17 +24,16 @@ import ipaddress
 import json
 import queue
 import struct
-import subprocess
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from netlab.capability import Check
 from netlab.errors import NetlabError
 from netlab.probes import bcc, bpf_build, control
+from netlab.probes.node_process import NodeProcess
 from netlab.targets import Target
 
 KPROBE_FUNCTIONS = {"sk_skb_reason_drop": 3, "kfree_skb_reason": 2, "kfree_skb": 1}
@@ -220,17 +219,6 @@ def _address(family: int, hexed: str) -> str:
     return str(ipaddress.IPv4Address(raw[:4]) if family == 2 else ipaddress.IPv6Address(raw))
 
 
-def _lines(stream: IO[bytes], into: queue.Queue[str | None]) -> None:
-    for raw in stream:
-        into.put(raw.decode(errors="replace"))
-    into.put(None)
-
-
-def _tail(stream: IO[bytes], keep: deque[str]) -> None:
-    for raw in stream:
-        keep.append(raw.decode(errors="replace"))
-
-
 @dataclass
 class Counted:
     rows: list[dict[str, Any]]
@@ -264,16 +252,11 @@ def run(
               "attach": variant.describe, "seconds": seconds + grace, "cap": cap, "max_rows": MAX_SITES}  # fmt: skip
     # Run in the target's network namespace (BPF is not per namespace): the devices the
     # drops name are resolved there.
-    proc = target.start([bcc.node_python(host), "-c", _NODE_SCRIPT, json.dumps(config)],
-                      timeout=LOAD_TIMEOUT + seconds + grace + 60)  # fmt: skip
-    lines: queue.Queue[str | None] = queue.Queue()
-    errors: deque[str] = deque(maxlen=50)
-    assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
-    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
-    threading.Thread(target=_tail, args=(proc.stderr, errors), daemon=True).start()
+    node = NodeProcess(target, [bcc.node_python(host), "-c", _NODE_SCRIPT, json.dumps(config)],
+                       timeout=LOAD_TIMEOUT + seconds + grace + 60, what="the drop counter")  # fmt: skip
     outcome: dict[str, Any] = {}
     try:
-        _expect(lines, "ready", LOAD_TIMEOUT, host.url, errors)
+        node.message("ready", LOAD_TIMEOUT, "attach")
         started = time.monotonic()
         worker = None
         if during is not None:
@@ -291,10 +274,10 @@ def run(
             elapsed = time.monotonic() - started
             control.tick(control.Progress(step, elapsed, seconds, counted, cap))
             window_over = elapsed >= seconds and (worker is None or not worker.is_alive())
-            if window_over or elapsed >= seconds + grace or counted >= cap or proc.poll() is not None:
+            if window_over or elapsed >= seconds + grace or counted >= cap or node.proc.poll() is not None:
                 break
             try:
-                line = lines.get(timeout=0.25)
+                line = node.lines.get(timeout=0.25)
             except queue.Empty:
                 continue
             if line is None:
@@ -304,12 +287,12 @@ def run(
                 if "progress" in message:
                     counted = int(message["progress"])
                 elif "rows" in message:  # it stopped itself (its own deadline or the cap)
-                    lines.put(line)
+                    node.lines.put(line)
                     break
-        proc.stdin.close()  # the node script reads the end of input as "stop now"
-        result = _expect(lines, "rows", 60, host.url, errors)
+        node.close_input()
+        result = node.message("rows", 60, "report its counts")
     finally:
-        _stop(proc)
+        node.stop()
         if placed != obj:
             host.run(["rm", "-f", placed], check=False)
     if "error" in outcome:
@@ -323,45 +306,3 @@ def run(
     stacks = {int(k): v for k, v in result["stacks"].items()}
     counted_, lost, over_cap = (int(x) for x in result["totals"])
     return Counted(rows, stacks, counted_, lost, over_cap, result["stopped"], outcome.get("value"))
-
-
-def _expect(lines: queue.Queue[str | None], what: str, timeout: float, url: str,
-            errors: deque[str]) -> dict[str, Any]:  # fmt: skip
-    """The node script's next message carrying ``what``; its error, or its last
-    stderr line, when it ends first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            line = lines.get(timeout=max(0.05, deadline - time.monotonic()))
-        except queue.Empty:
-            raise NetlabError(f"{url}: the drop counter gave no {what!r} within {timeout:g} s") from None
-        if line is None:
-            time.sleep(0.2)  # the stderr reader's last lines
-            last = [ln.strip() for ln in errors if ln.strip() and not ln.startswith((" ", "Traceback"))]
-            raise NetlabError(
-                f"{url}: the drop counter ended early: " + (last[-1][:300] if last else "no output")
-            )
-        if not line.startswith("{"):
-            continue
-        message = dict(json.loads(line))
-        if "error" in message:
-            detail = [ln.strip() for ln in errors if ln.strip()][-3:]
-            raise NetlabError(
-                f"{url}: drop counter: {message['error']}" + (f" ({' / '.join(detail)})" if detail else "")
-            )
-        if what in message:
-            return message
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """End the node script whatever state it is in (its probe goes with it)."""
-    if proc.stdin is not None and not proc.stdin.closed:
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

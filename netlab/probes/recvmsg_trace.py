@@ -16,15 +16,12 @@ the caller dies (the pipe closes, ssh passes the end of input on).
 from __future__ import annotations
 
 import json
-import queue
-import subprocess
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import IO, Any
+from typing import Any
 
 import pandas as pd
 
@@ -33,6 +30,7 @@ from netlab.capability import Mechanism
 from netlab.decoders import stacks
 from netlab.errors import NetlabError
 from netlab.probes import bcc, control
+from netlab.probes.node_process import NodeProcess
 from netlab.targets import Target
 
 FUNCTIONS = ("tcp_recvmsg", "tcp_bpf_recvmsg", "tcp_bpf_recvmsg_parser",
@@ -152,38 +150,6 @@ def frames(rows: list[dict[str, Any]], kind: str) -> pd.DataFrame:
     return frame.sort_values("count", ascending=False, ignore_index=True) if len(frame) else frame
 
 
-def _lines(stream: IO[bytes], into: queue.Queue[str | None]) -> None:
-    for raw in stream:
-        into.put(raw.decode(errors="replace"))
-    into.put(None)
-
-
-def _tail(stream: IO[bytes], keep: deque[str]) -> None:
-    """Drain stderr (BCC's compiler warnings can fill a pipe), keeping its last lines."""
-    for raw in stream:
-        keep.append(raw.decode(errors="replace"))
-
-
-def _next_json(lines: queue.Queue[str | None], timeout: float, proc: subprocess.Popen[bytes], what: str,
-               url: str, errors: deque[str]) -> dict[str, Any]:  # fmt: skip
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            line = lines.get(timeout=max(0.05, deadline - time.monotonic()))
-        except queue.Empty:
-            raise NetlabError(f"{url}: the BCC recvmsg trace did not {what} within {timeout:g} s") from None
-        if line is None:
-            time.sleep(0.2)  # the stderr reader's last lines
-            # A compile error's own line says what is wrong; Python's last line only that it failed.
-            last = [ln.strip() for ln in errors if " error: " in ln] or [
-                ln.strip() for ln in errors if ln.strip() and not ln.startswith((" ", "Traceback"))
-            ]
-            raise NetlabError(f"{url}: the BCC recvmsg trace ended before it could {what}: "
-                              + (last[0][:300] if last else f"exit status {proc.wait()}"))  # fmt: skip
-        if line.startswith("{"):
-            return dict(json.loads(line))
-
-
 def trace(
     target: Target,
     port: int,
@@ -213,15 +179,11 @@ def trace(
         "max_events": max_events,
     }
     argv = [bcc.node_python(host), "-c", _NODE_SCRIPT, json.dumps(config)]
-    proc = host.start(argv, timeout=COMPILE_TIMEOUT + seconds + REPRODUCTION_GRACE + 30)
-    lines: queue.Queue[str | None] = queue.Queue()
-    errors: deque[str] = deque(maxlen=50)
-    assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
-    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
-    threading.Thread(target=_tail, args=(proc.stderr, errors), daemon=True).start()
+    node = NodeProcess(host, argv, timeout=COMPILE_TIMEOUT + seconds + REPRODUCTION_GRACE + 30,
+                       what="the BCC recvmsg trace")  # fmt: skip
     outcome: dict[str, Any] = {}
     try:
-        ready = _next_json(lines, COMPILE_TIMEOUT, proc, "attach its kprobes", host.url, errors)
+        ready = node.message("ready", COMPILE_TIMEOUT, "attach its kprobes")
         attached, missing = list(ready["ready"]), list(ready["missing"])
         started = time.monotonic()
         worker = None
@@ -240,14 +202,14 @@ def trace(
             and worker.is_alive()
             and time.monotonic() - started < seconds + REPRODUCTION_GRACE
         ):
-            if proc.poll() is not None:
+            if node.proc.poll() is not None:
                 break
             control.tick(control.Progress("recvmsg trace", time.monotonic() - started, seconds))
             time.sleep(0.2)
-        proc.stdin.close()  # the node script reads the end of input as "stop now"
-        result = _next_json(lines, 60, proc, "report its counts", host.url, errors)
+        node.close_input()
+        result = node.message("calls", 60, "report its counts")
     finally:
-        _stop(proc)
+        node.stop()
     if "error" in outcome:
         err = outcome["error"]
         raise err if isinstance(err, NetlabError) else NetlabError(f"the reproduction failed: {err}")
@@ -259,25 +221,6 @@ def trace(
     if missing:
         out.notes.append(f"not in this kernel, not traced: {', '.join(missing)}")
     return out
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """End the node script whatever state it is in (its probes go with it)."""
-    for stream in (proc.stdin,):
-        if stream is not None and not stream.closed:
-            try:
-                stream.close()
-            except OSError:
-                pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 KPROBE_TRACE = Mechanism(
