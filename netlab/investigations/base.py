@@ -297,10 +297,12 @@ class Investigation:
         target, given = cls.resolve(target, lab, **given)
         run = cls(target, **given)
         if not run.target.host().is_local:
-            # What a killed run left on that node (this machine is swept by the notebook).
-            from netlab import cleanup
+            # What a killed run left on that node (this machine is swept by the notebook),
+            # and this run's, should it be killed.
+            from netlab import cleanup, guard
 
             cleanup.sweep_orphans(run.target)
+            guard.announce(run.target.host().url)
         if lab:
             from netlab import lab as labs
 

@@ -130,8 +130,13 @@ def up(*, timeout: float = BOOT_TIMEOUT) -> Guest:
     """Boot the guest in the background and wait until ``ssh ... uname -r`` answers with
     its 6.1 kernel; reuse a running guest that answers. It outlives this process."""
     current = _load()
-    if current and _ours(current.pid) and not _problem(current):
-        return current
+    if current and _ours(current.pid):
+        problem = _answering(current)
+        if not problem:
+            return current
+        # Replacing it ends whatever ran there (a lab, a trace): say so, with why.
+        print(f"netlab: guest {NAME} at {current.url} stopped answering ({problem}); console: "
+              f"{_console_tail()}; booting a new one", file=sys.stderr)  # fmt: skip
     if current or _qemu_pids() or state_dir().exists():
         down()  # a guest that does not answer, or leftovers of one
     reason = missing()
@@ -299,6 +304,18 @@ def _launch(directory: Path, kernel: str, port: int) -> subprocess.Popen[bytes]:
             start_new_session=True,
         )  # fmt: skip
     return proc
+
+
+def _answering(guest: Guest, *, patience: float = 60) -> str:
+    """Empty when the running guest answers; else, after ``patience`` seconds of asking
+    while its QEMU lives, what kept it from answering. Under emulation a busy guest's
+    sshd can miss one ssh timeout; a single miss must not cost the guest."""
+    deadline = time.monotonic() + patience
+    while True:
+        problem = _problem(guest)
+        if not problem or not _qemu_pids() or time.monotonic() > deadline:
+            return problem
+        time.sleep(2)
 
 
 def _problem(guest: Guest) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import sys
 
+from netlab import naming
 from netlab.capability import Check, Node, capability
 from netlab.targets import Target
 
@@ -20,8 +21,8 @@ OS_PYTHON = "/usr/bin/python3"
 _COMPILE = """
 from bcc import BPF
 import bcc
-b = BPF(text="int netlab_probe(void *ctx) { return 0; }")
-b.load_func("netlab_probe", BPF.SOCKET_FILTER)
+b = BPF(text="int {name}(void *ctx) {{ return 0; }}")
+b.load_func("{name}", BPF.SOCKET_FILTER)
 b.cleanup()
 print(getattr(bcc, "__version__", "?"))
 """
@@ -32,12 +33,13 @@ b = BPF(text="KFUNC_PROBE(tcp_recvmsg) { return 0; }")
 b.cleanup()
 """
 
+# Programs named with netlab's prefix ({name}), so a leaked one is found by name.
 # Attached the way a BCC trace attaches it (perf_event_open; BCC falls back to
 # kprobe_events itself on kernels without the kprobe PMU), then detached.
 _KPROBE = """
 from bcc import BPF
-b = BPF(text="int netlab_kprobe(void *ctx) { return 0; }")
-b.attach_kprobe(event="tcp_recvmsg", fn_name="netlab_kprobe")
+b = BPF(text="int {name}(void *ctx) {{ return 0; }}")
+b.attach_kprobe(event="tcp_recvmsg", fn_name="{name}")
 print(b.num_open_kprobes())
 b.cleanup()
 """
@@ -115,7 +117,7 @@ def KERNEL_HEADERS(target: Target, node: Node) -> Check:
 
 @capability("bcc_compile", requires=[BCC_IMPORT])
 def BCC_COMPILE(target: Target, node: Node) -> Check:
-    ok, out = run_python(target, _COMPILE)
+    ok, out = run_python(target, _COMPILE.format(name=naming.probe_name("bcc")))
     if not ok:
         return Check("bcc_compile", False, f"compiling a trivial program failed: {out}")
     note = "" if node.ok(KERNEL_HEADERS) else " with mismatched headers (UAPI-only programs)"
@@ -141,7 +143,7 @@ def FENTRY(target: Target, node: Node) -> Check:
 
 @capability("kprobes", requires=[BCC_COMPILE])
 def KPROBES(target: Target, node: Node) -> Check:
-    ok, out = run_python(target, _KPROBE)
+    ok, out = run_python(target, _KPROBE.format(name=naming.probe_name("bcc")))
     if ok and out.strip() == "1":
         return Check(
             "kprobes", True, "attached a kprobe on tcp_recvmsg via BCC (perf_event_open) and removed it"

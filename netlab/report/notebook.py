@@ -17,9 +17,10 @@ def init_notebook(*, sweep: bool = True) -> None:
     - plotly charts embed plotly.js in the notebook, so reports render with no network
       (jump hosts rarely have any);
     - a :class:`NetlabError` shows as one line with its remedy, not a traceback;
-    - probes left behind by a killed earlier kernel are swept (by netlab's naming), unless
-      ``sweep`` is False: a notebook that attaches nothing and needs no privilege (decoding
-      pasted output) leaves the kernel alone.
+    - probes left behind by a killed earlier kernel are swept (by netlab's naming), and a
+      guard (:mod:`netlab.guard`) will do the same for this kernel's if it is killed,
+      unless ``sweep`` is False: a notebook that attaches nothing and needs no privilege
+      (decoding pasted output) leaves the kernel alone.
     """
     import plotly.io as pio
 
@@ -40,9 +41,10 @@ def init_notebook(*, sweep: bool = True) -> None:
         shell.set_custom_exc((NetlabError,), show_netlab_error)
     if not sweep:
         return
-    from netlab import cleanup
+    from netlab import cleanup, guard
 
     cleanup.sweep_orphans()
+    guard.ensure()  # this kernel's probes removed even if it is killed
 
 
 def _offline_renderer() -> Any:

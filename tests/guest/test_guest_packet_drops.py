@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from netlab import lab, naming
+from netlab import cleanup, lab, naming
 from netlab.lab import guest
 from netlab.report import run as runner
 from netlab.report.notebook import read_evidence
@@ -66,6 +66,7 @@ def test_sigkill_over_ssh_leaves_no_counter_within_5_s(incident: str, tmp_path: 
     env = {**os.environ, "NETLAB_SSH_CONFIG": guest.up().ssh_config}
     argv = [sys.executable, "-m", "netlab", "run", "packet-drops", "--target", incident, "--lab", NAME,
             "--out", str(tmp_path), "-p", "duration", "120"]  # fmt: skip
+    before = set(cleanup.leftovers(open_target(incident)))
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240
@@ -86,6 +87,12 @@ def test_sigkill_over_ssh_leaves_no_counter_within_5_s(incident: str, tmp_path: 
         while _counters(incident) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert _counters(incident) == [], "the counter outlived its run by more than 5 s"
+        # The run guard sweeps the node the killed kernel announced (its CO-RE object
+        # copy, say); each ssh command takes about a second on the emulated guest.
+        deadline, left = time.monotonic() + 30, ["?"]
+        while left and time.monotonic() < deadline:
+            left = sorted(set(cleanup.leftovers(open_target(incident))) - before)
+        assert left == [], f"left on the node by the killed run: {left}"
     finally:
         if proc.poll() is None:
             proc.kill()

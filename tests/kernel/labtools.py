@@ -54,3 +54,34 @@ def bpf_state() -> dict[str, Any]:
     tree = j("cgroup", "tree", "/sys/fs/cgroup/unified") or []
     pins = sorted(os.path.join(r, f) for r, _, fs in os.walk("/sys/fs/bpf") for f in fs)
     return {"progs": progs, "maps": maps, "cgroups": tree, "pins": pins}
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every live descendant of ``pid`` with its command line."""
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = open(f"/proc/{parent}/task/{task}/children").read().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found and (line := command_line(child)) is not None:
+                    found[child] = line
+                    todo.append(child)
+    return found
+
+
+def command_line(pid: int) -> str | None:
+    """``pid``'s command line, or None once it is gone (a zombie's is empty: gone too)."""
+    try:
+        raw = open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        return None
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip() or None
