@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ALL = ["map_decode", "trace_overhead", "report_latency", "decode_paste", "sockmap_join"]
+ALL = ["map_decode", "trace_overhead", "report_latency", "decode_paste", "sockmap_join", "cgroup_walk"]
 
 
 def main() -> int:

@@ -18,7 +18,9 @@ from netlab.targets import Target
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["HOOK_NAMES", "cgroup_attachments", "dump", "maps", "programs"]
+    from netlab.collectors.bpfmap import MapData
+
+__all__ = ["HOOK_NAMES", "cgroup_attachments", "dump", "maps", "programs", "read"]
 
 # The columns the investigations read; bpftool_show has more.
 _PROGRAMS = ["prog_id", "type", "name", "tag", "loaded_at", "map_ids", "pinned"]
@@ -50,6 +52,25 @@ def cgroup_attachments(target: Target, root: str) -> pd.DataFrame:
 
     groups = target.host().run_json(["bpftool", "-j", "cgroup", "tree", root]) or []
     return cgroups_from_json(groups)[_ATTACHMENTS]
+
+
+def read(target: Target, map_id: int, *, name: str, key_size: int, value_size: int) -> MapData:
+    """Every entry of map ``map_id`` as raw keys and values, read once: the kernel's batch
+    lookup where this machine can run it, else ``bpftool -j map dump``. The result names
+    the mechanism; sizes come from ``map show``, so an empty map is still typed."""
+    from netlab.collectors import bpfmap
+
+    host = target.host()
+    if host.is_local:
+        try:
+            return bpfmap.read(map_id=map_id)
+        except NetlabError:
+            pass  # batch lookup unsupported for this map type, or no libbpf: bpftool reads it
+    entries = dump(host, map_id)
+    if any(e.value is None or len(e.value) != value_size or len(e.key) != key_size for e in entries):
+        raise NetlabError(f"map {map_id} ({name}): bpftool printed entries of other sizes than the map's")
+    return bpfmap.MapData(map_id, name, key_size, value_size, b"".join(e.key for e in entries),
+                   b"".join(e.value or b"" for e in entries), len(entries), "bpftool -j map dump (JSON)", False)  # fmt: skip
 
 
 def dump(target: Target, map_id: int, *, timeout: float = 60) -> list[MapEntry]:

@@ -10,6 +10,7 @@ at backend IDs, and the join of those into service -> slot -> backend address:po
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,39 @@ from netlab.errors import DecodeError
 #: LB algorithm in the top 8 bits of the frontend's union word (common.h LB_ALGORITHM_SHIFT).
 LB_ALGORITHMS = {0: "default", 1: "random", 2: "maglev"}
 _L7_LOADBALANCER = flag_set("svc_flags2")["l7loadbalancer"]
+
+
+class RawMap(Protocol):
+    """A whole map read as raw bytes (``collectors.bpfmap.MapData``): typed by its sizes
+    even when empty."""
+
+    name: str
+    key_size: int
+    value_size: int
+    keys: bytes
+    values: bytes
+
+
+Entries = Sequence[MapEntry] | RawMap
+
+
+def _decoded(
+    entries: Entries, layout: MapLayout | None, map_name: str | None
+) -> tuple[pd.DataFrame, MapLayout]:
+    """Entries decoded with ``layout`` or the layout their map's name and sizes select."""
+    if isinstance(entries, Sequence):
+        chosen = _pick_layout(entries, layout, map_name)
+        return decode_map(entries, chosen), chosen
+    fits = (
+        [layout] if layout else detect_layout(map_name or entries.name, entries.key_size, entries.value_size)
+    )
+    chosen = fits[0]
+    frame = decode_entries(chosen.key, chosen.value, entries.keys, entries.values)
+    if chosen.key.lpm is not None:
+        frame["cidr"] = _lpm_cidr(frame, *chosen.key.lpm)
+    # Sizes alone cannot tell some versions apart (lb4 services D and F): say so.
+    frame.attrs["also_fits"] = [str(m) for m in fits[1:]]
+    return frame, chosen
 
 
 def _pick_layout(entries: Sequence[MapEntry], layout: MapLayout | None, map_name: str | None) -> MapLayout:
@@ -155,7 +189,7 @@ def _flag_names(values: pd.Series, flags: dict[str, int]) -> pd.Series:
 
 
 def decode_lb_services(
-    entries: Sequence[MapEntry],
+    entries: Entries,
     layout: MapLayout | None = None,
     map_name: str | None = "cilium_lb4_services_v2",
 ) -> pd.DataFrame:
@@ -167,8 +201,7 @@ def decode_lb_services(
     frontends the union word read per version: ``lb_algorithm`` and ``affinity_timeout``
     (v1.18+: algorithm in the top 8 bits), or ``l7_proxy_port`` for L7 load balancing.
     """
-    chosen = _pick_layout(entries, layout, map_name)
-    frame = decode_map(entries, chosen)
+    frame, chosen = _decoded(entries, layout, map_name)
     frame.insert(0, "frontend", _endpoint(frame["address"], frame["dport"]))
     front = frame["backend_slot"] == 0
     frame.insert(1, "is_frontend", front)
@@ -191,12 +224,17 @@ def decode_lb_services(
         elif chosen.value.frontend_word == "affinity_timeout":
             frame["lb_algorithm"] = None
             frame["affinity_timeout"] = word.where(plain, pd.NA)
-    frame.attrs["layout"] = str(chosen)
+    frame.attrs["layout"] = _layout_label(chosen, frame)
     return frame
 
 
+def _layout_label(chosen: MapLayout, frame: pd.DataFrame) -> str:
+    others = frame.attrs.get("also_fits") or []
+    return str(chosen) + (f"; the same sizes also fit {', '.join(others)}" if others else "")
+
+
 def decode_lb_backends(
-    entries: Sequence[MapEntry],
+    entries: Entries,
     layout: MapLayout | None = None,
     map_name: str | None = "cilium_lb4_backends_v3",
 ) -> pd.DataFrame:
@@ -205,13 +243,12 @@ def decode_lb_backends(
     ``state`` names the backend flags (active, terminating, quarantined, maintenance);
     ``cluster_id`` and ``zone`` appear for the layouts that have them.
     """
-    chosen = _pick_layout(entries, layout, map_name)
-    frame = decode_map(entries, chosen)
+    frame, chosen = _decoded(entries, layout, map_name)
     frame.insert(1, "backend", _endpoint(frame["address"], frame["port"]))
     if "flags" in frame:
         states = {v: k for k, v in flag_set("backend_state").items()}
         frame["state"] = frame["flags"].map(lambda f: states.get(int(f), str(int(f))))
-    frame.attrs["layout"] = str(chosen)
+    frame.attrs["layout"] = _layout_label(chosen, frame)
     return frame
 
 

@@ -19,6 +19,7 @@ import inspect
 import json
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from netlab import mounts, params
@@ -33,6 +34,8 @@ from netlab.targets import Target
 
 VERDICT = "stale-cgroup-program"
 SERVICE_MAPS = ("cilium_lb4_serv", "cilium_lb4_services")
+# Rows of a table kept as evidence (a node holds tens of thousands of services).
+MAX_KEPT = 2000
 BACKEND_MAPS = ("cilium_lb4_back", "cilium_lb4_backends")
 
 # The walk is computed from what the inventory and the map dumps already read.
@@ -43,13 +46,44 @@ REAL_CONNECT = Mechanism("a probe process (python3) joins the cgroup, connects o
                          (PYTHON3, mounts.CGROUP2))  # fmt: skip
 
 
+def _backends_by_frontend(table: pd.DataFrame) -> dict[str, list[str]]:
+    """frontend -> the backends of its slots in the count (what the datapath picks from)."""
+    live = table[table["in_count"].fillna(False).astype(bool) & table["backend"].notna()]
+    live = live.sort_values(["frontend", "backend_slot"], kind="stable")
+    fronts, backends = live["frontend"].to_numpy(dtype=object), live["backend"].to_numpy(dtype=object)
+    if not len(fronts):
+        return {}
+    cuts = np.flatnonzero(fronts[1:] != fronts[:-1]) + 1
+    starts = np.concatenate(([0], cuts))
+    return {str(f): list(map(str, b)) for f, b in zip(fronts[starts], np.split(backends, cuts), strict=True)}
+
+
+def _copies_disagree(frame: pd.DataFrame) -> pd.Series:
+    """Per row: do the map copies holding its frontend point it at different backends?
+    Each copy's backends of a frontend are summed as random 64-bit codes (one pass,
+    no Python per group); two copies agree when count and sums agree."""
+    codes = pd.factorize(frame["backend"].astype(str))[0]
+    noise = np.random.default_rng(0).integers(1, 2**62, size=(max(codes.max() + 1, 1), 2), dtype=np.int64)
+    keyed = frame[["frontend", "service_map_id"]].assign(h1=noise[codes, 0], h2=noise[codes, 1], n=1)
+    sums = keyed.groupby(["frontend", "service_map_id"], sort=False)[["h1", "h2", "n"]].sum()
+    variants = sums.reset_index().drop_duplicates(["frontend", "h1", "h2", "n"]).groupby("frontend").size()
+    return frame["frontend"].map(variants > 1).fillna(False).astype(bool)
+
+
 def parse_service(value: str, param: str = "service") -> tuple[str, int]:
-    """``ADDRESS:PORT`` (IPv4) into its parts, validated."""
+    """``ADDRESS:PORT`` (IPv4) into its parts, validated.
+
+    IPv6 services (``cilium_lb6_*`` maps, connect6 programs) are not walked yet, so an
+    IPv6 address is refused rather than answered with a healthy verdict about lb4 maps."""
     text = str(value).strip()
     address, sep, port = text.rpartition(":")
     if not sep:
         raise NetlabError(f"parameter {param}: {value!r} is not ADDRESS:PORT")
-    return params.ip_address(address, param), params.port(port, param)
+    address = params.ip_address(address.strip("[]"), param)
+    if ":" in address:
+        raise NetlabError(f"parameter {param}: {value!r} is an IPv6 service; this investigation reads the IPv4 "
+                          "socket-LB maps (cilium_lb4_*) only")  # fmt: skip
+    return address, params.port(port, param)
 
 
 def _service_param(value: Any, name: str) -> str:
@@ -90,6 +124,7 @@ class CgroupProgs(Investigation):
         self._progs: pd.DataFrame | None = None
         self._attached: pd.DataFrame | None = None
         self._tables: dict[int, pd.DataFrame] = {}
+        self._decoded: dict[int, pd.DataFrame] = {}
 
     # --- step 1 ------------------------------------------------------------------
     def inventory(self) -> pd.DataFrame:
@@ -129,10 +164,13 @@ class CgroupProgs(Investigation):
         maps = self._maps.copy()
         maps["used_by"] = maps["map_id"].map(lambda i: ", ".join(users.get(i, [])))
         maps["pinned_at"] = maps["pinned"].map(lambda p: ", ".join(p))
+        agent = self._agent_maps()
         maps["reachable"] = [
-            "pinned (agent-managed)" if pinned else (f"only through program {used}" if used else "orphan")
-            for pinned, used in zip(maps["pinned"], maps["used_by"], strict=False)
-        ]
+            "agent-managed (pinned)" if map_id in agent
+            else "pinned" + ("" if used else ", used by no program") if pinned
+            else f"only through program {used}" if used else "orphan"
+            for map_id, pinned, used in zip(maps["map_id"], maps["pinned"], maps["used_by"], strict=False)
+        ]  # fmt: skip
         dup = maps[maps.duplicated("name", keep=False) & (maps["name"] != "")]
         dup = dup.sort_values(["name", "map_id"]).drop(columns=["pinned"])
         self.results["duplicate_maps"] = dup
@@ -140,100 +178,180 @@ class CgroupProgs(Investigation):
         return dup
 
     # --- step 3 ------------------------------------------------------------------
+    def _lb_map(self, map_id: int) -> pd.DataFrame:
+        """One LB map decoded, read once however many programs use it."""
+        if map_id not in self._decoded:
+            assert self._maps is not None
+            row = self._maps.set_index("map_id").loc[map_id]
+            data = bpf_objects.read(self.target, map_id, name=row["name"], key_size=int(row["key_size"]),
+                                    value_size=int(row["value_size"]))  # fmt: skip
+            decode = decode_lb_services if str(row["name"]).startswith(SERVICE_MAPS) else decode_lb_backends
+            frame = decode(data)
+            frame.attrs["mechanism"] = data.mechanism
+            self._decoded[map_id] = frame
+        return self._decoded[map_id]
+
     def _program_tables(self) -> dict[int, pd.DataFrame]:
-        """prog id -> its service table (frontend -> slot -> backend), for LB programs."""
+        """prog id -> its service table (frontend -> slot -> backend), for programs that
+        use a service map and a backend map (Cilium's connect and sendmsg programs). The
+        family's others (post_bind: the service map alone; recvmsg, getpeername: the
+        reverse NAT maps) rewrite no destination and get none."""
         if self._tables:
             return self._tables
         if self._maps is None:
             self.inventory()
         assert self._maps is not None and self._progs is not None
-        by_id = self._maps.set_index("map_id")
-        for _, prog in self._progs.iterrows():
-            own = [i for i in prog["map_ids"] if i in by_id.index]
-            svc = [i for i in own if by_id.loc[i, "name"].startswith(SERVICE_MAPS)]
-            back = [i for i in own if by_id.loc[i, "name"].startswith(BACKEND_MAPS)]
-            if not svc:
+        names = dict(zip(self._maps["map_id"], self._maps["name"], strict=False))
+        pairs: dict[tuple[int, int], pd.DataFrame] = {}
+        for prog_id, map_ids in zip(self._progs["prog_id"], self._progs["map_ids"], strict=False):
+            svc = [i for i in map_ids if str(names.get(i, "")).startswith(SERVICE_MAPS)]
+            back = [i for i in map_ids if str(names.get(i, "")).startswith(BACKEND_MAPS)]
+            if not svc or not back:
                 continue
-            host = self.target.host()
-            services = decode_lb_services(bpf_objects.dump(host, svc[0]), map_name=by_id.loc[svc[0], "name"])
-            backends = (
-                decode_lb_backends(bpf_objects.dump(host, back[0]), map_name=by_id.loc[back[0], "name"])
-                if back
-                else None
-            )
-            table = lb_service_table(services, backends)
-            table.insert(0, "service_map_id", svc[0])
-            table.insert(1, "pinned_copy", bool(by_id.loc[svc[0], "pinned"]))
-            table.attrs["layout"] = services.attrs.get("layout", "")
-            self._tables[int(prog["prog_id"])] = table
+            pair = (svc[0], back[0])
+            if pair not in pairs:
+                table = lb_service_table(self._lb_map(svc[0]), self._lb_map(back[0]))
+                table.insert(0, "service_map_id", svc[0])
+                table.insert(1, "pinned_copy", svc[0] == self._agent_copy())
+                table.attrs["layout"] = self._lb_map(svc[0]).attrs.get("layout", "")
+                pairs[pair] = table
+            self._tables[int(prog_id)] = pairs[pair]
         return self._tables
 
+    def _agent_copy(self) -> int | None:
+        """The service map the agent manages: pinned, non-empty, preferring Cilium's own
+        pin directory (tc/globals) over side copies pinned elsewhere."""
+        assert self._maps is not None
+        lb = self._maps[self._maps["name"].str.startswith(SERVICE_MAPS)]
+        ranked = sorted(
+            (not any("/tc/globals/" in p for p in pins), int(map_id))
+            for map_id, pins in zip(lb["map_id"], lb["pinned"], strict=False)
+            if pins and len(self._lb_map(int(map_id)))
+        )
+        return ranked[0][1] if ranked else None
+
+    def _agent_maps(self) -> set[int]:
+        """The agent's service map and the backend maps its programs pair with it."""
+        agent = self._agent_copy()
+        if agent is None:
+            return set()
+        assert self._maps is not None and self._progs is not None
+        names = dict(zip(self._maps["map_id"], self._maps["name"], strict=False))
+        paired = {i for ids in self._progs["map_ids"] if agent in ids for i in ids
+                  if str(names.get(i, "")).startswith(BACKEND_MAPS)}  # fmt: skip
+        return {agent, *paired}
+
     def lb_maps(self) -> pd.DataFrame:
-        """Every copy of the service and backend maps, decoded, and where copies differ."""
+        """Every copy of the service and backend maps (used, pinned or both), each read
+        once and decoded; empty copies labelled; where copies disagree."""
         if self.mechanism("lb_maps") is None:
             return pd.DataFrame()
-        tables = self._program_tables()
-        if not tables:
-            self.skipped("lb maps", "no program uses a Cilium lb4 service map")
+        if self._maps is None:
+            self.inventory()
+        assert self._maps is not None
+        copies = self._maps[self._maps["name"].str.startswith(SERVICE_MAPS + BACKEND_MAPS)].copy()
+        if copies.empty:
+            self.skipped("lb maps", "no Cilium lb4 service or backend map on the node")
             return pd.DataFrame()
-        layouts = sorted({t.attrs.get("layout", "") for t in tables.values()})
+        agent = self._agent_maps()
+        copies["entries"] = [len(self._lb_map(int(i))) for i in copies["map_id"]]
+        copies["layout"] = [self._lb_map(int(i)).attrs.get("layout", "") for i in copies["map_id"]]
+        copies["copy"] = [
+            "agent-managed (pinned)" if i in agent else
+            ("empty copy" if not n else "pinned copy" if pins else "unpinned: reachable only through its programs")
+            + (f", pinned at {', '.join(pins)}" if pins and i not in agent else "")
+            for i, n, pins in zip(copies["map_id"], copies["entries"], copies["pinned"], strict=False)
+        ]  # fmt: skip
+        self.results["lb_copies"] = copies.drop(columns=["pinned"])
+        self.evidence("LB map copies", self.results["lb_copies"][["map_id", "name", "max_entries", "entries", "layout",
+                      "copy"]], "each read once; an empty copy is evidence, not an error")  # fmt: skip
+        mechanisms = sorted({self._lb_map(int(i)).attrs["mechanism"] for i in copies["map_id"]})
+        layouts = sorted(set(copies["layout"]))
         self.used(
-            "lb maps", f"bpftool -j map dump, decoded with netlab's Cilium layouts ({', '.join(layouts)})"
+            "lb maps", f"{', '.join(mechanisms)}; decoded with netlab's Cilium layouts ({', '.join(layouts)})"
         )
-        frame = pd.concat([t.assign(prog_id=p) for p, t in tables.items()], ignore_index=True)
-        per_copy = frame.groupby(["frontend", "service_map_id"])["backend"].agg(
-            lambda b: ", ".join(sorted(map(str, b)))
-        )
-        differs = per_copy.groupby(level=0).nunique() > 1
-        frame["copies_disagree"] = frame["frontend"].map(differs).fillna(False)
-        self.results["lb_maps"] = frame
-        self.evidence("service -> backend, per map copy", frame[["frontend", "backend_slot", "backend", "service_map_id",
-                      "pinned_copy", "prog_id", "copies_disagree"]], "rows where copies disagree matter")  # fmt: skip
+        tables = self._program_tables()
+        self.results["lb_programs"] = len(tables)
+        if not tables:
+            return pd.DataFrame()
+        unique = {id(t): t for t in tables.values()}
+        frame = pd.concat(list(unique.values()), ignore_index=True)
+        users: dict[int, list[int]] = {}
+        for prog_id, table in tables.items():
+            users.setdefault(int(table["service_map_id"].iloc[0]) if len(table) else -1, []).append(prog_id)
+        frame["prog_ids"] = frame["service_map_id"].map(lambda i: ", ".join(map(str, users.get(int(i), []))))
+        frame["copies_disagree"] = _copies_disagree(frame)
+        # The evidence keeps what matters (where copies disagree), bounded; the whole
+        # table is what this step returns.
+        disagree = frame[frame["copies_disagree"]]
+        self.results["lb_maps"] = disagree.head(MAX_KEPT)
+        self.results["lb_rows"] = {"rows": len(frame), "disagreeing": len(disagree)}
+        self.evidence("service -> backend where map copies disagree", disagree[["frontend", "backend_slot", "backend",
+                      "service_map_id", "pinned_copy", "prog_ids"]],
+                      f"{len(disagree):,} of {len(frame):,} service slots; every copy agrees on the rest")  # fmt: skip
         return frame
 
     # --- step 4 ------------------------------------------------------------------
     def connect_walk(self) -> pd.DataFrame:
         """For the service(s), what each connect4 program in run order rewrites them to,
-        compared with the pinned (agent-managed) map."""
+        compared with the agent-managed map."""
         if self.mechanism("connect_walk") is None:
             return pd.DataFrame()
         tables = self._program_tables()
         attached = self.results.get("inventory")
         if attached is None:
-            attached = self.inventory()
+            self.inventory()
             attached = self.results["inventory"]
         hooks = attached[attached["hook"] == "connect4"]
-        pinned = [t for t in tables.values() if t["pinned_copy"].any()]
-        truth = pinned[0] if pinned else None
+        # frontend -> the backends its slots point at, per table: one pass each, so the
+        # walk over every service stays linear.
+        index = {id(t): _backends_by_frontend(t) for t in tables.values()}
+        agent = self._agent_copy()
+        truth = next(
+            (index[id(t)] for t in tables.values() if len(t) and t["service_map_id"].iloc[0] == agent), {}
+        )
         services = [f"{self.service[0]}:{self.service[1]}"] if self.service else sorted(
-            {f for t in tables.values() for f in t["frontend"]})  # fmt: skip
+            {f for lookup in index.values() for f in lookup})  # fmt: skip
         rows = []
-        for (cgroup, _), group in hooks.groupby(["cgroup", "hook"]):
+        for cgroup, group in hooks.groupby("cgroup"):
+            programs = [
+                (int(p.prog_id), p.position, p.name, tables.get(int(p.prog_id)))
+                for p in group.sort_values("position").itertuples()
+            ]
             for service in services:
-                dest = service
-                for _, prog in group.sort_values("position").iterrows():
-                    table = tables.get(int(prog["prog_id"]))
-                    hits = table[table["frontend"] == dest] if table is not None else pd.DataFrame()
-                    rewrite = ", ".join(str(b) for b in hits["backend"]) if len(hits) else ""
-                    rows.append({"cgroup": cgroup, "service": service, "position": prog["position"],
-                                 "prog_id": prog["prog_id"], "name": prog["name"], "sees": dest,
-                                 "rewrites_to": rewrite or "(not a service here: unchanged)",
-                                 "map_id": int(hits["service_map_id"].iloc[0]) if len(hits) else None})  # fmt: skip
-                    if len(hits) == 1:
-                        dest = str(hits["backend"].iloc[0])
-                agent = truth[truth["frontend"] == service] if truth is not None else pd.DataFrame()
-                expected = ", ".join(str(b) for b in agent["backend"]) if len(agent) else ""
-                for row in rows:
-                    if row["service"] == service and row["cgroup"] == cgroup:
-                        row["final"] = dest
-                        row["pinned_map_says"] = expected
-                        row["differs_from_pinned"] = bool(expected) and dest not in expected.split(", ")
+                dest, walked = service, []
+                for prog_id, position, name, table in programs:
+                    lookup = index[id(table)] if table is not None else {}
+                    backends = lookup.get(dest, [])
+                    walked.append({"cgroup": cgroup, "service": service, "position": position, "prog_id": prog_id,
+                                   "name": name, "sees": dest,
+                                   "rewrites_to": ", ".join(backends) or "(not a service here: unchanged)",
+                                   "map_id": int(table["service_map_id"].iloc[0]) if backends and table is not None else None})  # fmt: skip
+                    if len(backends) == 1:
+                        dest = backends[0]
+                expected = ", ".join(truth.get(service, []))
+                for row in walked:
+                    row.update(final=dest, pinned_map_says=expected,
+                               differs_from_pinned=bool(expected) and dest not in truth.get(service, []))  # fmt: skip
+                rows += walked
         frame = pd.DataFrame(rows)
         if len(frame):
             frame["map_id"] = frame["map_id"].astype("Int64")
-        self.results["walk"] = frame
+        differing = frame[frame["differs_from_pinned"]] if len(frame) else frame
+        # Evidence: every step of the services that end elsewhere than the agent's map
+        # says (bounded), and how much was walked.
+        self.results["walk"] = differing.head(MAX_KEPT)
+        self.results["walk_summary"] = {
+            "services": len(services), "steps": len(frame), "differing_services": int(differing["service"].nunique())
+            if len(differing) else 0,
+            "programs_per_cgroup": {str(c): int(n) for c, n in hooks.groupby("cgroup")["prog_id"].nunique().items()},
+        }  # fmt: skip
         if len(frame):
-            self.evidence("what connect() does, program by program", frame)
+            shown = differing if len(differing) else frame
+            self.evidence("what connect() does, program by program", shown,
+                          f"{len(services):,} services walked; {self.results['walk_summary']['differing_services']:,} "
+                          "end elsewhere than the agent's map says" + ("" if len(differing) else " (all agree: the "
+                          "first steps shown)"))  # fmt: skip
         return frame
 
     # --- step 5 ------------------------------------------------------------------
@@ -268,21 +386,23 @@ class CgroupProgs(Investigation):
         if "walk" not in results:
             return evidence.inconclusive(["the connect walk did not run"])
         walk: pd.DataFrame = results["walk"]
-        lb = results.get("lb_maps", pd.DataFrame())
-        if walk.empty:
-            if lb.empty:
+        walked = results.get("walk_summary", {})
+        copies = results.get("lb_copies", pd.DataFrame())
+        if not walked.get("steps"):
+            if not results.get("lb_programs"):
                 return evidence.findings(
                     HEALTHY,
                     "No cgroup program uses a Cilium lb4 service map; nothing rewrites connect() here.",
                 )
             return evidence.inconclusive(["no connect4 program is attached under " + results["cgroup_root"]])
         bad = walk[walk["differs_from_pinned"] & (walk["rewrites_to"] != "(not a service here: unchanged)")]
-        pinned_maps = set(lb[lb["pinned_copy"]]["service_map_id"].astype(int)) if len(lb) else set()
-        stale = bad[~bad["map_id"].isin(pinned_maps)]
+        agent = copies[copies["copy"].str.startswith("agent-managed")] if len(copies) else copies
+        stale = bad[~bad["map_id"].isin(set(agent["map_id"].astype(int)) if len(agent) else set())]
         actual = results.get("actual", {})
         if stale.empty:
-            summary = "Every connect4 program agrees with the pinned (agent-managed) service map."
-            if len(walk.groupby(["cgroup"])["prog_id"].nunique().loc[lambda s: s > 1]):
+            summary = (f"Every connect4 program agrees with the agent-managed service map, for all "
+                       f"{walked.get('services', 0):,} services walked.")  # fmt: skip
+            if any(n > 1 for n in walked.get("programs_per_cgroup", {}).values()):
                 summary += " Several programs share a hook, but their maps agree."
             return evidence.findings(HEALTHY, summary)
         first = stale.sort_values("position").iloc[0]

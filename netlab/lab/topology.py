@@ -252,17 +252,21 @@ def kill_netns_processes(netns: str) -> None:
             pass
 
 
-def remove_cgroup(cgroup: str, hook: str) -> None:
-    """Detach every program on ``hook`` of a lab cgroup, kill its processes, remove it.
+def remove_cgroup(cgroup: str) -> None:
+    """Detach every program of a lab cgroup (each from its own hook), kill its
+    processes, remove it.
 
     Works from the cgroup's name alone, so it also cleans up after a crashed ``up``.
     """
     import json
 
+    from netlab.decoders.bpftool_show import HOOK_NAMES
+
     if not os.path.isdir(cgroup):
         return
     out = host.run(["bpftool", "-j", "cgroup", "show", cgroup], check=False).stdout
     for prog in json.loads(out) if out.strip() else []:
+        hook = HOOK_NAMES.get(prog.get("attach_type", ""), prog.get("attach_type", ""))
         host.run(["bpftool", "cgroup", "detach", cgroup, hook, "id", str(prog["id"])], check=False)
     with open(f"{cgroup}/cgroup.procs") as handle:
         for pid in handle.read().split():

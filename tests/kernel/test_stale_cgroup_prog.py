@@ -33,8 +33,15 @@ def test_broken_lab_reproduces_and_is_diagnosed() -> None:
     assert params["stale_backend"] in findings.summary  # the wrong backend
     assert params["expected_backend"] in findings.summary
     dup = next(e for e in findings.evidence if e.title == "maps sharing a name")
-    serv = [r for r in dup.rows if r["name"] == "cilium_lb4_serv"]
-    assert len(serv) == 2 and {r["reachable"].split(" ")[0] for r in serv} == {"pinned", "only"}
+    serv = {r["map_id"]: r["reachable"] for r in dup.rows if r["name"] == "cilium_lb4_serv"}
+    # The agent's, the old generation's (held only by its programs), the empty side copy.
+    assert sorted(v.split(" ")[0] for v in serv.values()) == ["agent-managed", "only", "pinned,"], serv
+    copies = next(e for e in findings.evidence if e.title == "LB map copies")
+    empty = [r for r in copies.rows if r["entries"] == 0]
+    assert len(empty) == 1 and empty[0]["copy"].startswith("empty copy") and empty[0]["max_entries"] == 65536
+    # The old generation's post_bind4 program uses its service map without a backend map.
+    (old,) = [v for v in serv.values() if v.startswith("only")]
+    assert "sock4_old_post_bind" in old, old
     assert any(f"id {params['old_prog_id']}" in r for r in findings.remediation)
     assert findings.mechanisms["real connect"].startswith("a probe process (python3) joined")
     assert leftovers() == []

@@ -5,9 +5,15 @@
 // exists. Struct layouts follow Cilium v1.14-v1.17 (bpf/lib/common.h: lb4_key,
 // lb4_service, lb4_backend with cluster_id; see the decoders' cilium.json), so
 // netlab's decoders read this lab's maps exactly as they read a real node's.
-// PROG_NAME is passed with -D so the program carries netlab's name prefix.
+// The object holds two of the family Cilium's bpf_sock.c attaches: the connect4
+// program, which rewrites, and a post_bind4 program, which reads the service map alone
+// (Cilium's checks a bind against service ports), so an investigation meets programs
+// that use the service map without the backend map. Map sizes and flags are Cilium's
+// defaults (65536 entries, not preallocated). CONNECT_NAME and POST_BIND_NAME are
+// passed with -D so the programs carry netlab's name prefix.
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -43,18 +49,20 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct lb4_key);
 	__type(value, struct lb4_service);
-	__uint(max_entries, 1024);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 } cilium_lb4_services_v2 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u32);
 	__type(value, struct lb4_backend);
-	__uint(max_entries, 1024);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 } cilium_lb4_backends_v3 SEC(".maps");
 
 SEC("cgroup/connect4")
-int PROG_NAME(struct bpf_sock_addr *ctx)
+int CONNECT_NAME(struct bpf_sock_addr *ctx)
 {
 	struct lb4_key key = {};
 	struct lb4_service *svc, *slot;
@@ -77,4 +85,17 @@ int PROG_NAME(struct bpf_sock_addr *ctx)
 	ctx->user_ip4 = backend->address;
 	ctx->user_port = backend->port;
 	return 1;
+}
+
+// A bind to a service's own address and port is refused; everything else proceeds.
+SEC("cgroup/post_bind4")
+int POST_BIND_NAME(struct bpf_sock *ctx)
+{
+	struct lb4_key key = {};
+	struct lb4_service *svc;
+
+	key.address = ctx->src_ip4;
+	key.dport = bpf_htons((__u16)ctx->src_port);
+	svc = bpf_map_lookup_elem(&cilium_lb4_services_v2, &key);
+	return svc ? 0 : 1;
 }

@@ -9,6 +9,11 @@ attach order, so the old one rewrites first and the new one then sees a pod addr
 does nothing: connections from the cgroup to 10.96.0.10 hang, while 10.96.0.11 works.
 The old program's pins are gone, so it is reachable only through the cgroup, as on the
 node in the case. Healthy twin: only the current program is attached.
+
+Cilium's shapes, beyond the fault: each generation attaches a family (connect4 and a
+post_bind4 program that reads the service map alone), maps of 65536 entries, not
+preallocated, pinned under ``tc/globals``, and an empty copy of the service map with
+the same name pinned beside it (both twins).
 """
 
 from __future__ import annotations
@@ -36,8 +41,12 @@ def _names() -> dict[str, str]:
     return {
         "cgroup": f"{cg_root}/{base}",
         "pins": f"{mounts.BPFFS}/{base}",
+        # Cilium v1.11's names (sock4_connect, sock4_post_bind) behind netlab's prefix;
+        # the kernel keeps 15 characters, BTF the whole name.
         "old_prog": f"{naming.PREFIX}_sock4_old",
-        "new_prog": f"{naming.PREFIX}_sock4_conn",
+        "new_prog": f"{naming.PREFIX}_sock4_connect",
+        "old_post_bind": f"{naming.PREFIX}_sock4_old_post_bind",
+        "new_post_bind": f"{naming.PREFIX}_sock4_post_bind",
     }
 
 
@@ -77,15 +86,27 @@ def _expected_order(healthy: bool) -> list[str]:
     return [names["new_prog"]] if healthy else [names["old_prog"], names["new_prog"]]
 
 
-def _load(name: str, pins: str, cgroup: str) -> int:
-    """Load one copy of the program with fresh maps pinned under ``pins``; attach it."""
-    obj = bpf_build.build("lb4_connect.bpf.c", package="netlab.lab", defines={"PROG_NAME": name})
+def _load(connect: str, post_bind: str, pins: str, cgroup: str) -> int:
+    """Load one generation of the program family with fresh maps pinned under ``pins``
+    and attach each program to its hook (multi, as Cilium does); the connect4 id."""
+    obj = bpf_build.build("lb4_connect.bpf.c", package="netlab.lab",
+                          defines={"CONNECT_NAME": connect, "POST_BIND_NAME": post_bind})  # fmt: skip
+    progs = f"{pins}/progs"
     host.run(["mkdir", "-p", pins])
-    prog_pin = f"{pins}/{name}"
-    host.run(["bpftool", "prog", "load", obj, prog_pin, "type", "cgroup/connect4", "pinmaps", pins])
-    host.run(["bpftool", "cgroup", "attach", cgroup, "connect4", "pinned", prog_pin, "multi"])
-    info = _bpftool("prog", "show", "pinned", prog_pin)
+    host.run(["bpftool", "prog", "loadall", obj, progs, "pinmaps", pins])
+    for hook, name in (("connect4", connect), ("post_bind4", post_bind)):
+        host.run(["bpftool", "cgroup", "attach", cgroup, hook, "pinned", f"{progs}/{name}", "multi"])
+    info = _bpftool("prog", "show", "pinned", f"{progs}/{connect}")
+    host.run(["rm", "-rf", progs])  # the cgroup holds them, as Cilium's are held
     return int(info["id"])
+
+
+def _empty_copy(path: str) -> None:
+    """A service map of the same name and shape with no entries, pinned beside the
+    agent's: what loading one Cilium object through bpftool without its pin root leaves."""
+    svc = map_layout("lb4_services", "D")
+    host.run(["bpftool", "map", "create", path, "type", "hash", "key", str(svc.key.size), "value",
+              str(svc.value.size), "entries", "65536", "name", "cilium_lb4_services_v2", "flags", "1"])  # fmt: skip
 
 
 class StaleCgroupProg(Scenario):
@@ -106,13 +127,14 @@ class StaleCgroupProg(Scenario):
             # The old agent's copy, attached first; its backend 1 is a pod that is gone.
             stale = {1: STALE_BACKEND, 2: POD_V4["pod2"]}
             old_services = dict(services, **{"10.96.0.10": STALE_BACKEND})
-            old_id = _load(names["old_prog"], f"{pins}/old", cgroup)
+            old_id = _load(names["old_prog"], names["old_post_bind"], f"{pins}/old", cgroup)
             _fill(f"{pins}/old", old_services, stale)
             # Its pins are gone, as after an agent upgrade: only the cgroup holds it.
             host.run(["rm", "-rf", f"{pins}/old"])
         new_pins = f"{pins}/tc/globals"
-        new_id = _load(names["new_prog"], new_pins, cgroup)
+        new_id = _load(names["new_prog"], names["new_post_bind"], new_pins, cgroup)
         _fill(new_pins, services, backends)
+        _empty_copy(f"{pins}/cilium_lb4_services_v2")
         topo.start_health_servers()
         return {
             "cgroup": cgroup,
@@ -169,7 +191,7 @@ class StaleCgroupProg(Scenario):
     def teardown(self) -> None:
         names = _names()
         cgroup = names["cgroup"]
-        remove_cgroup(cgroup, "connect4")
+        remove_cgroup(cgroup)
         host.run(["rm", "-rf", names["pins"]], check=False)
 
 

@@ -254,7 +254,7 @@ class StuckTcp(Scenario):
                       "pinned", sockmap], check=False)  # fmt: skip
         # The old pod's process is in the lab's cgroup: killed with it, wherever its
         # namespace went.
-        remove_cgroup(cgroup, "sock_ops")
+        remove_cgroup(cgroup)
         # Cilium's pin path first, and only when it holds this lab's map: the lab's own
         # pin is how it is recognised.
         if _cilium_pin_is_ours():
