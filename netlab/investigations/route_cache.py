@@ -250,23 +250,40 @@ class RouteCache(Investigation):
         dst, fast, slow = int(state["dst_entries"]), int(counter["fast"]), int(counter["slow"])
         max_size, gc_thresh = int(state.get("max_size", 0)), int(state.get("gc_thresh", 0))
         gap = slow - fast
-        drops_seen = len(results.get("route_drops", []))
+        drops = results.get("route_drops", [])
+        drops_seen = (
+            int(drops["count"].sum()) if isinstance(drops, pd.DataFrame) and "count" in drops else len(drops)
+        )
         enforcement = (f"{rules.release} {'enforces' if rules.enforces_max_size else 'does not enforce'} "
                        f"net.ipv6.route.max_size ({rules.max_size_certainty})")  # fmt: skip
         skew = f"the fast count {fast} lags the exact count {slow} by {gap} (batch {rules.batch}, worst case {rules.worst_gap} on this host)"
-        over = dst > max_size
-        near = dst + rules.worst_gap > max_size
-        if rules.enforces_max_size and (over or near):
-            return evidence.findings(OVER_MAX_SIZE, f"{dst} IPv6 dst entries against max_size {max_size}: route lookups "
-                                 f"fail once gc cannot bring the exact count under it; {skew}. {enforcement}.",
-                                 remediation=[f"sysctl -w net.ipv6.route.max_size={max(4 * dst, 16384)}   # in the node's network namespace",
+        # What the kernel compares with max_size after its GC is the exact (slow) sum,
+        # which is rt6_stats' dst count (the counter step's slow sum, read apart). The fast
+        # count's lag (up to batch x CPUs) only decides when that exact check runs, so
+        # "close to max_size" is no evidence; the exact count past it, or IPv6 route
+        # drops seen, are.
+        exact = dst
+        over = exact > max_size
+        if rules.enforces_max_size and (over or drops_seen):
+            because = (f"the exact count {exact} is past max_size {max_size}" if over else
+                       f"{drops_seen} IPv6 route drops were seen with the exact count at {exact} of {max_size}")  # fmt: skip
+            return evidence.findings(OVER_MAX_SIZE, f"{dst} IPv6 dst entries against max_size {max_size}: {because}, "
+                                 f"and route lookups fail whenever gc cannot bring the exact count under it; {skew}. "
+                                 f"{enforcement}.",
+                                 remediation=[f"sysctl -w net.ipv6.route.max_size={max(4 * exact, 16384)}   # in the node's network namespace",
                                               "upgrade to a kernel with af6d10345ca7 (6.3+, or a stable backport)"],
-                                 reasons=[f"dst_entries {dst} > max_size {max_size}" if over else "within the fast/slow gap of max_size",
-                                          f"{drops_seen} no-route drops traced"])  # fmt: skip
+                                 reasons=[f"exact dst count {exact} > max_size {max_size}" if over else
+                                          f"exact dst count {exact} <= max_size {max_size}",
+                                          f"{drops_seen} IPv6 route drops traced"])  # fmt: skip
         if over or (dst > gc_thresh and gap != 0):
-            return evidence.findings(SKEW, f"{dst} IPv6 dst entries, past gc_thresh {gc_thresh} and max_size {max_size}, "
-                                 f"but {enforcement}, so nothing is dropped for it here; {skew}. On a kernel that "
-                                 "enforces max_size this node would drop packets intermittently.",
+            where = f"past gc_thresh {gc_thresh}" + (
+                f" and max_size {max_size}" if over else f", under max_size {max_size}"
+            )
+            effect = ("nothing is dropped for it here" if not rules.enforces_max_size
+                      else "no IPv6 route drop was seen")  # fmt: skip
+            return evidence.findings(SKEW, f"{dst} IPv6 dst entries, {where}; {skew}. {enforcement}, so {effect}. "
+                                 "The fast count's lag is why such failures are intermittent on kernels that "
+                                 "enforce max_size: the exact check runs only when the fast count crosses it.",
                                  remediation=[f"sysctl -w net.ipv6.route.max_size={max(4 * dst, 16384)}   # harmless here, needed on older kernels",
                                               "find what creates the route-cache entries (ip -6 route show cache): PMTU exceptions, redirects"],
                                  reasons=[f"gap {gap}", f"dst_entries {dst}", enforcement])  # fmt: skip

@@ -208,3 +208,38 @@ def test_route_cache_over_max_size_where_the_kernel_enforces_it() -> None:
     findings = get("route-cache").decide(evidence)
     assert findings.verdict == "route-cache-over-max-size"
     assert "max_size 64" in findings.summary
+
+
+def test_a_large_node_under_max_size_without_drops_is_not_over_max_size() -> None:
+    """A 96-CPU node on a kernel that enforces max_size (4.19): the fast count may lag by
+    96 x 31, but the kernel compares the exact count, which is under max_size, and no
+    IPv6 route drop was seen: no evidence of the overflow. The same counts with drops
+    seen, or with the exact count past max_size, are the overflow."""
+    from dataclasses import asdict
+
+    from netlab.investigations.route_cache import kernel_rules
+
+    def node(exact: int, drops: int) -> str:
+        evidence, _ = replay("route-cache", "broken")
+        state = evidence.results["state"].copy()
+        state.loc[0, ["dst_entries", "max_size", "gc_thresh"]] = [exact, 4096, 1024]
+        evidence.results["state"] = state
+        counter = evidence.results["counter"].copy()
+        counter["slow"], counter["fast"] = exact, exact - 900
+        evidence.results["counter"] = counter
+        row = {
+            "kind": "no route",
+            "reason": "",
+            "function": "ip6_pkt_drop",
+            "location": "",
+            "stack": "",
+            "count": drops,
+        }
+        evidence.results["route_drops"] = pd.DataFrame([row] if drops else [], columns=list(row))
+        evidence.results["rules"] = asdict(kernel_rules("4.19.0", 96))
+        return get("route-cache").decide(evidence).verdict
+
+    assert node(1200, 0) != "route-cache-over-max-size"
+    assert node(3900, 0) != "route-cache-over-max-size"  # within the fast count's lag: no evidence
+    assert node(3900, 12) == "route-cache-over-max-size"
+    assert node(4200, 0) == "route-cache-over-max-size"
