@@ -47,7 +47,9 @@ def _rows(stale: bool) -> tuple[bytes, bytes, bytes, bytes]:
     n = np.arange(SERVICES)
     address = [f"10.{100 + i // 65536}.{(i // 256) % 256}.{i % 256}" for i in n]
     slots = np.tile(np.arange(BACKENDS_EACH + 1), SERVICES)
-    keys = pd.DataFrame({"address": np.repeat(address, BACKENDS_EACH + 1), "dport": 80, "backend_slot": slots})
+    keys = pd.DataFrame(
+        {"address": np.repeat(address, BACKENDS_EACH + 1), "dport": 80, "backend_slot": slots}
+    )
     backend_ids = np.repeat(n * BACKENDS_EACH, BACKENDS_EACH + 1) + np.maximum(slots, 1)
     values = pd.DataFrame({
         "backend_id": np.where(slots == 0, 0, backend_ids),
@@ -71,7 +73,10 @@ def _fill(map_id: int, keys: bytes, values: bytes, key_size: int) -> None:
         raise OSError(-fd, f"map {map_id}")
     try:
         count = len(keys) // key_size
-        kbuf, vbuf = ctypes.create_string_buffer(keys, len(keys)), ctypes.create_string_buffer(values, len(values))
+        kbuf, vbuf = (
+            ctypes.create_string_buffer(keys, len(keys)),
+            ctypes.create_string_buffer(values, len(values)),
+        )
         n = ctypes.c_uint32(count)
         rc = lib.bpf_map_update_batch(fd, kbuf, vbuf, ctypes.byref(n), None)
         if rc < 0:
@@ -84,7 +89,9 @@ def main() -> None:
     lab.down(NAME)
     params = lab.up(NAME)
     try:
-        run = get("cgroup-progs").start(f"netns://{params['node_netns']}", cgroup_root=params["cgroup"])
+        run = get("cgroup-progs").start(
+            f"netns://{params['node_netns']}", cgroup_root=params["attach_cgroup"]
+        )
         run.inventory()
         progs, maps = run._progs, run._maps
         assert progs is not None and maps is not None
@@ -99,7 +106,9 @@ def main() -> None:
 
         # netlab: a fresh run over every service (no lab: it would name one service).
         started = time.perf_counter()
-        run = get("cgroup-progs").start(f"netns://{params['node_netns']}", cgroup_root=params["cgroup"])
+        run = get("cgroup-progs").start(
+            f"netns://{params['node_netns']}", cgroup_root=params["attach_cgroup"]
+        )
         run.inventory()
         run.duplicate_maps()
         inventory = time.perf_counter() - started
@@ -123,19 +132,25 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as out:
             started = time.perf_counter()
             subprocess.run([sys.executable, "-m", "netlab", "run", "cgroup-progs", "--target",
-                            f"netns://{params['node_netns']}", "-p", "cgroup_root", params["cgroup"], "--out", out],
+                            f"netns://{params['node_netns']}", "-p", "cgroup_root", params["attach_cgroup"], "--out", out],
                            check=True, stdout=subprocess.DEVNULL)  # fmt: skip
             command = time.perf_counter() - started
             size = sum(f.stat().st_size for f in Path(out).glob("*.html")) / 1e6
 
         rows = len(walk)
         print(f"{SERVICES:,} services x {BACKENDS_EACH} backends, 2 generations of connect4 + post_bind4")
-        print(f"| step | seconds |\n|---|---|\n| inventory + duplicate maps (bpftool -j show) | {inventory:.2f} |")
-        print(f"| LB maps: {run.results['lb_copies']['map_id'].nunique()} maps read once each, decoded | {read:.2f} |")
+        print(
+            f"| step | seconds |\n|---|---|\n| inventory + duplicate maps (bpftool -j show) | {inventory:.2f} |"
+        )
+        print(
+            f"| LB maps: {run.results['lb_copies']['map_id'].nunique()} maps read once each, decoded | {read:.2f} |"
+        )
         print(f"| walk: {rows:,} program steps | {total - inventory - read:.2f} |")
         print(f"| **netlab total** | **{total:.2f}** |")
         print(f"| baseline: bpftool JSON dump + decode per program using a map | {baseline:.2f} |")
-        print(f"| `netlab run cgroup-progs` over every service (kernel start, report, HTML of {size:.1f} MB) | {command:.2f} |")
+        print(
+            f"| `netlab run cgroup-progs` over every service (kernel start, report, HTML of {size:.1f} MB) | {command:.2f} |"
+        )
         print(f"verdict: {findings.verdict}")
     finally:
         lab.down(NAME)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from netlab.collectors.bpfmap import MapData
 
-__all__ = ["HOOK_NAMES", "cgroup_attachments", "dump", "maps", "programs", "read"]
+__all__ = ["HOOK_NAMES", "cgroup_attachments", "dump", "effective_programs", "maps", "programs", "read"]
 
 # The columns the investigations read; bpftool_show has more.
 _PROGRAMS = ["prog_id", "type", "name", "tag", "loaded_at", "map_ids", "pinned"]
@@ -52,6 +52,14 @@ def cgroup_attachments(target: Target, root: str) -> pd.DataFrame:
 
     groups = target.host().run_json(["bpftool", "-j", "cgroup", "tree", root]) or []
     return cgroups_from_json(groups)[_ATTACHMENTS]
+
+
+def effective_programs(target: Target, cgroup: str) -> pd.DataFrame:
+    """The programs that run for sockets of ``cgroup``, per hook in run order: its own
+    and those inherited from ancestors (``bpftool cgroup show CGROUP effective``). The
+    kernel runs a cgroup's own programs first, then its parent's, up to the root."""
+    rows = target.host().run_json(["bpftool", "-j", "cgroup", "show", cgroup, "effective"]) or []
+    return cgroups_from_json([{**r, "cgroup": cgroup} for r in rows])[_ATTACHMENTS]
 
 
 def read(target: Target, map_id: int, *, name: str, key_size: int, value_size: int) -> MapData:

@@ -19,24 +19,22 @@ import inspect
 import json
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from netlab import mounts, params
 from netlab.capability import Mechanism, Step, command
 from netlab.collectors import bpf_objects
-from netlab.decoders import decode_lb_backends, decode_lb_services, lb_service_table
+from netlab.decoders import decode_lb_backends, decode_lb_services
 from netlab.errors import NetlabError
 from netlab.findings import HEALTHY, Findings
 from netlab.investigations.base import LIKELY, NOTHING, WORTH_A_LOOK, Evidence, Investigation, Param, Signal
+from netlab.investigations.socket_lb import SERVICE_MAPS, UNCHANGED, SocketLB, is_backend_map, is_service_map
 from netlab.probes import connect_dest
 from netlab.targets import Target
 
 VERDICT = "stale-cgroup-program"
-SERVICE_MAPS = ("cilium_lb4_serv", "cilium_lb4_services")
 # Rows of a table kept as evidence (a node holds tens of thousands of services).
 MAX_KEPT = 2000
-BACKEND_MAPS = ("cilium_lb4_back", "cilium_lb4_backends")
 
 # The walk is computed from what the inventory and the map dumps already read.
 WALK = Mechanism("program order from the cgroup tree, each copy's decoded maps", (bpf_objects.BPFTOOL_JSON,))
@@ -44,30 +42,6 @@ WALK = Mechanism("program order from the cgroup tree, each copy's decoded maps",
 PYTHON3 = command("python3", ["python3", "--version"], "python3 is missing on the node")
 REAL_CONNECT = Mechanism("a probe process (python3) joins the cgroup, connects once and exits",
                          (PYTHON3, mounts.CGROUP2))  # fmt: skip
-
-
-def _backends_by_frontend(table: pd.DataFrame) -> dict[str, list[str]]:
-    """frontend -> the backends of its slots in the count (what the datapath picks from)."""
-    live = table[table["in_count"].fillna(False).astype(bool) & table["backend"].notna()]
-    live = live.sort_values(["frontend", "backend_slot"], kind="stable")
-    fronts, backends = live["frontend"].to_numpy(dtype=object), live["backend"].to_numpy(dtype=object)
-    if not len(fronts):
-        return {}
-    cuts = np.flatnonzero(fronts[1:] != fronts[:-1]) + 1
-    starts = np.concatenate(([0], cuts))
-    return {str(f): list(map(str, b)) for f, b in zip(fronts[starts], np.split(backends, cuts), strict=True)}
-
-
-def _copies_disagree(frame: pd.DataFrame) -> pd.Series:
-    """Per row: do the map copies holding its frontend point it at different backends?
-    Each copy's backends of a frontend are summed as random 64-bit codes (one pass,
-    no Python per group); two copies agree when count and sums agree."""
-    codes = pd.factorize(frame["backend"].astype(str))[0]
-    noise = np.random.default_rng(0).integers(1, 2**62, size=(max(codes.max() + 1, 1), 2), dtype=np.int64)
-    keyed = frame[["frontend", "service_map_id"]].assign(h1=noise[codes, 0], h2=noise[codes, 1], n=1)
-    sums = keyed.groupby(["frontend", "service_map_id"], sort=False)[["h1", "h2", "n"]].sum()
-    variants = sums.reset_index().drop_duplicates(["frontend", "h1", "h2", "n"]).groupby("frontend").size()
-    return frame["frontend"].map(variants > 1).fillna(False).astype(bool)
 
 
 def parse_service(value: str, param: str = "service") -> tuple[str, int]:
@@ -98,8 +72,9 @@ class CgroupProgs(Investigation):
     scenario = "stale-cgroup-prog"
     params = (
         Param("cgroup_root", str, "", "cgroup v2 directory to inventory (default: the whole hierarchy)",
-              params.path, lab="cgroup"),
-        Param("cgroup", str, "", "the affected pods' cgroup, for the real connect() probe",
+              params.path, lab="attach_cgroup"),
+        Param("cgroup", str, "", "the affected pods' cgroup: its effective programs are walked, and the real "
+              "connect() probe runs in it",
               params.path, lab="cgroup"),
         Param("service", str, "", "the unreachable service, ADDRESS:PORT (default: every service)",
               _service_param, lab="service"),
@@ -123,8 +98,7 @@ class CgroupProgs(Investigation):
         self._maps: pd.DataFrame | None = None
         self._progs: pd.DataFrame | None = None
         self._attached: pd.DataFrame | None = None
-        self._tables: dict[int, pd.DataFrame] = {}
-        self._decoded: dict[int, pd.DataFrame] = {}
+        self._lb: SocketLB | None = None
 
     # --- step 1 ------------------------------------------------------------------
     def inventory(self) -> pd.DataFrame:
@@ -164,7 +138,7 @@ class CgroupProgs(Investigation):
         maps = self._maps.copy()
         maps["used_by"] = maps["map_id"].map(lambda i: ", ".join(users.get(i, [])))
         maps["pinned_at"] = maps["pinned"].map(lambda p: ", ".join(p))
-        agent = self._agent_maps()
+        agent = self._socket_lb().agent_maps()
         maps["reachable"] = [
             "agent-managed (pinned)" if map_id in agent
             else "pinned" + ("" if used else ", used by no program") if pinned
@@ -178,117 +152,53 @@ class CgroupProgs(Investigation):
         return dup
 
     # --- step 3 ------------------------------------------------------------------
-    def _lb_map(self, map_id: int) -> pd.DataFrame:
-        """One LB map decoded, read once however many programs use it."""
-        if map_id not in self._decoded:
-            assert self._maps is not None
-            row = self._maps.set_index("map_id").loc[map_id]
-            data = bpf_objects.read(self.target, map_id, name=row["name"], key_size=int(row["key_size"]),
-                                    value_size=int(row["value_size"]))  # fmt: skip
-            decode = decode_lb_services if str(row["name"]).startswith(SERVICE_MAPS) else decode_lb_backends
-            frame = decode(data)
-            frame.attrs["mechanism"] = data.mechanism
-            self._decoded[map_id] = frame
-        return self._decoded[map_id]
-
-    def _program_tables(self) -> dict[int, pd.DataFrame]:
-        """prog id -> its service table (frontend -> slot -> backend), for programs that
-        use a service map and a backend map (Cilium's connect and sendmsg programs). The
-        family's others (post_bind: the service map alone; recvmsg, getpeername: the
-        reverse NAT maps) rewrite no destination and get none."""
-        if self._tables:
-            return self._tables
-        if self._maps is None:
-            self.inventory()
-        assert self._maps is not None and self._progs is not None
-        names = dict(zip(self._maps["map_id"], self._maps["name"], strict=False))
-        pairs: dict[tuple[int, int], pd.DataFrame] = {}
-        for prog_id, map_ids in zip(self._progs["prog_id"], self._progs["map_ids"], strict=False):
-            svc = [i for i in map_ids if str(names.get(i, "")).startswith(SERVICE_MAPS)]
-            back = [i for i in map_ids if str(names.get(i, "")).startswith(BACKEND_MAPS)]
-            if not svc or not back:
-                continue
-            pair = (svc[0], back[0])
-            if pair not in pairs:
-                table = lb_service_table(self._lb_map(svc[0]), self._lb_map(back[0]))
-                table.insert(0, "service_map_id", svc[0])
-                table.insert(1, "pinned_copy", svc[0] == self._agent_copy())
-                table.attrs["layout"] = self._lb_map(svc[0]).attrs.get("layout", "")
-                pairs[pair] = table
-            self._tables[int(prog_id)] = pairs[pair]
-        return self._tables
-
-    def _agent_copy(self) -> int | None:
-        """The service map the agent manages: pinned, non-empty, preferring Cilium's own
-        pin directory (tc/globals) over side copies pinned elsewhere."""
-        assert self._maps is not None
-        lb = self._maps[self._maps["name"].str.startswith(SERVICE_MAPS)]
-        ranked = sorted(
-            (not any("/tc/globals/" in p for p in pins), int(map_id))
-            for map_id, pins in zip(lb["map_id"], lb["pinned"], strict=False)
-            if pins and len(self._lb_map(int(map_id)))
-        )
-        return ranked[0][1] if ranked else None
-
-    def _agent_maps(self) -> set[int]:
-        """The agent's service map and the backend maps its programs pair with it."""
-        agent = self._agent_copy()
-        if agent is None:
-            return set()
-        assert self._maps is not None and self._progs is not None
-        names = dict(zip(self._maps["map_id"], self._maps["name"], strict=False))
-        paired = {i for ids in self._progs["map_ids"] if agent in ids for i in ids
-                  if str(names.get(i, "")).startswith(BACKEND_MAPS)}  # fmt: skip
-        return {agent, *paired}
+    def _socket_lb(self) -> SocketLB:
+        """The node's socket-LB state: every LB map read once by id and decoded."""
+        if self._lb is None:
+            if self._maps is None:
+                self.inventory()
+            assert self._maps is not None and self._progs is not None
+            decoded: dict[int, pd.DataFrame] = {}
+            for row in self._maps.itertuples():
+                if not (is_service_map(row.name) or is_backend_map(row.name)):
+                    continue
+                data = bpf_objects.read(self.target, int(row.map_id), name=str(row.name), key_size=int(row.key_size),
+                                        value_size=int(row.value_size))  # fmt: skip
+                frame = (decode_lb_services if is_service_map(row.name) else decode_lb_backends)(data)
+                frame.attrs["mechanism"] = data.mechanism
+                decoded[int(row.map_id)] = frame
+            self._lb = SocketLB(self._progs, self._maps, decoded)
+        return self._lb
 
     def lb_maps(self) -> pd.DataFrame:
         """Every copy of the service and backend maps (used, pinned or both), each read
         once and decoded; empty copies labelled; where copies disagree."""
         if self.mechanism("lb_maps") is None:
             return pd.DataFrame()
-        if self._maps is None:
-            self.inventory()
-        assert self._maps is not None
-        copies = self._maps[self._maps["name"].str.startswith(SERVICE_MAPS + BACKEND_MAPS)].copy()
+        lb = self._socket_lb()
+        copies = lb.copies()
         if copies.empty:
             self.skipped("lb maps", "no Cilium lb4 service or backend map on the node")
             return pd.DataFrame()
-        agent = self._agent_maps()
-        copies["entries"] = [len(self._lb_map(int(i))) for i in copies["map_id"]]
-        copies["layout"] = [self._lb_map(int(i)).attrs.get("layout", "") for i in copies["map_id"]]
-        copies["copy"] = [
-            "agent-managed (pinned)" if i in agent else
-            ("empty copy" if not n else "pinned copy" if pins else "unpinned: reachable only through its programs")
-            + (f", pinned at {', '.join(pins)}" if pins and i not in agent else "")
-            for i, n, pins in zip(copies["map_id"], copies["entries"], copies["pinned"], strict=False)
-        ]  # fmt: skip
-        self.results["lb_copies"] = copies.drop(columns=["pinned"])
-        self.evidence("LB map copies", self.results["lb_copies"][["map_id", "name", "max_entries", "entries", "layout",
-                      "copy"]], "each read once; an empty copy is evidence, not an error")  # fmt: skip
-        mechanisms = sorted({self._lb_map(int(i)).attrs["mechanism"] for i in copies["map_id"]})
+        self.results["lb_copies"] = copies
+        self.evidence("LB map copies", copies[["map_id", "name", "max_entries", "entries", "layout", "copy"]],
+                      "each read once; an empty copy is evidence, not an error")  # fmt: skip
+        mechanisms = sorted({str(f.attrs.get("mechanism", "")) for f in lb.decoded.values()})
         layouts = sorted(set(copies["layout"]))
         self.used(
             "lb maps", f"{', '.join(mechanisms)}; decoded with netlab's Cilium layouts ({', '.join(layouts)})"
         )
-        tables = self._program_tables()
-        self.results["lb_programs"] = len(tables)
-        if not tables:
-            return pd.DataFrame()
-        unique = {id(t): t for t in tables.values()}
-        frame = pd.concat(list(unique.values()), ignore_index=True)
-        users: dict[int, list[int]] = {}
-        for prog_id, table in tables.items():
-            users.setdefault(int(table["service_map_id"].iloc[0]) if len(table) else -1, []).append(prog_id)
-        frame["prog_ids"] = frame["service_map_id"].map(lambda i: ", ".join(map(str, users.get(int(i), []))))
-        frame["copies_disagree"] = _copies_disagree(frame)
+        self.results["lb_programs"] = len(lb.tables())
+        frame = lb.service_rows()
         # The evidence keeps what matters (where copies disagree), bounded; the whole
         # table is what this step returns.
-        disagree = frame[frame["copies_disagree"]]
+        disagree = frame[frame["copies_disagree"].astype(bool)]
         self.results["lb_maps"] = disagree.head(MAX_KEPT)
         self.results["lb_rows"] = {"rows": len(frame), "disagreeing": len(disagree)}
-        self.evidence("service -> backend where map copies disagree", disagree[["frontend", "backend_slot", "backend",
-                      "service_map_id", "pinned_copy", "prog_ids"]],
-                      f"{len(disagree):,} of {len(frame):,} service slots; every copy agrees on the rest")  # fmt: skip
+        if len(frame):
+            self.evidence("service -> backend where map copies disagree", disagree[["frontend", "backend_slot",
+                          "backend", "service_map_id", "pinned_copy", "prog_ids"]],
+                          f"{len(disagree):,} of {len(frame):,} service slots; every copy agrees on the rest")  # fmt: skip
         return frame
 
     # --- step 4 ------------------------------------------------------------------
@@ -297,61 +207,35 @@ class CgroupProgs(Investigation):
         compared with the agent-managed map."""
         if self.mechanism("connect_walk") is None:
             return pd.DataFrame()
-        tables = self._program_tables()
+        lb = self._socket_lb()
         attached = self.results.get("inventory")
         if attached is None:
             self.inventory()
             attached = self.results["inventory"]
-        hooks = attached[attached["hook"] == "connect4"]
-        # frontend -> the backends its slots point at, per table: one pass each, so the
-        # walk over every service stays linear.
-        index = {id(t): _backends_by_frontend(t) for t in tables.values()}
-        agent = self._agent_copy()
-        truth = next(
-            (index[id(t)] for t in tables.values() if len(t) and t["service_map_id"].iloc[0] == agent), {}
+        # The walk follows the run order the kernel uses for a socket of each cgroup:
+        # the affected cgroup's effective programs when it is given, else those of every
+        # cgroup with a connect4 program of its own (inherited ones included).
+        walked = (
+            [self.cgroup]
+            if self.cgroup
+            else sorted(set(attached.loc[attached["hook"] == "connect4", "cgroup"]))
         )
-        services = [f"{self.service[0]}:{self.service[1]}"] if self.service else sorted(
-            {f for lookup in index.values() for f in lookup})  # fmt: skip
-        rows = []
-        for cgroup, group in hooks.groupby("cgroup"):
-            programs = [
-                (int(p.prog_id), p.position, p.name, tables.get(int(p.prog_id)))
-                for p in group.sort_values("position").itertuples()
-            ]
-            for service in services:
-                dest, walked = service, []
-                for prog_id, position, name, table in programs:
-                    lookup = index[id(table)] if table is not None else {}
-                    backends = lookup.get(dest, [])
-                    walked.append({"cgroup": cgroup, "service": service, "position": position, "prog_id": prog_id,
-                                   "name": name, "sees": dest,
-                                   "rewrites_to": ", ".join(backends) or "(not a service here: unchanged)",
-                                   "map_id": int(table["service_map_id"].iloc[0]) if backends and table is not None else None})  # fmt: skip
-                    if len(backends) == 1:
-                        dest = backends[0]
-                expected = ", ".join(truth.get(service, []))
-                for row in walked:
-                    row.update(final=dest, pinned_map_says=expected,
-                               differs_from_pinned=bool(expected) and dest not in truth.get(service, []))  # fmt: skip
-                rows += walked
-        frame = pd.DataFrame(rows)
-        if len(frame):
-            frame["map_id"] = frame["map_id"].astype("Int64")
+        host = self.target.host()
+        effective = pd.concat([bpf_objects.effective_programs(host, c) for c in walked] or [attached.head(0)],
+                              ignore_index=True)  # fmt: skip
+        services = [f"{self.service[0]}:{self.service[1]}"] if self.service else None
+        frame, summary = lb.walk(effective, attached, services, self.cgroup_root)
         differing = frame[frame["differs_from_pinned"]] if len(frame) else frame
         # Evidence: every step of the services that end elsewhere than the agent's map
         # says (bounded), and how much was walked.
         self.results["walk"] = differing.head(MAX_KEPT)
-        self.results["walk_summary"] = {
-            "services": len(services), "steps": len(frame), "differing_services": int(differing["service"].nunique())
-            if len(differing) else 0,
-            "programs_per_cgroup": {str(c): int(n) for c, n in hooks.groupby("cgroup")["prog_id"].nunique().items()},
-        }  # fmt: skip
+        self.results["walk_summary"] = summary
         if len(frame):
             shown = differing if len(differing) else frame
             self.evidence("what connect() does, program by program", shown,
-                          f"{len(services):,} services walked; {self.results['walk_summary']['differing_services']:,} "
-                          "end elsewhere than the agent's map says" + ("" if len(differing) else " (all agree: the "
-                          "first steps shown)"))  # fmt: skip
+                          f"{summary['services']:,} services walked; {summary['differing_services']:,} end "
+                          "elsewhere than the agent's map says" + ("" if len(differing) else
+                          " (all agree: the first steps shown)"))  # fmt: skip
         return frame
 
     # --- step 5 ------------------------------------------------------------------
@@ -395,14 +279,22 @@ class CgroupProgs(Investigation):
                     "No cgroup program uses a Cilium lb4 service map; nothing rewrites connect() here.",
                 )
             return evidence.inconclusive(["no connect4 program is attached under " + results["cgroup_root"]])
-        bad = walk[walk["differs_from_pinned"] & (walk["rewrites_to"] != "(not a service here: unchanged)")]
+        bad = walk[walk["differs_from_pinned"] & (walk["rewrites_to"] != UNCHANGED)]
         agent = copies[copies["copy"].str.startswith("agent-managed")] if len(copies) else copies
         stale = bad[~bad["map_id"].isin(set(agent["map_id"].astype(int)) if len(agent) else set())]
         actual = results.get("actual", {})
         if stale.empty:
             summary = (f"Every connect4 program agrees with the agent-managed service map, for all "
                        f"{walked.get('services', 0):,} services walked.")  # fmt: skip
-            if any(n > 1 for n in walked.get("programs_per_cgroup", {}).values()):
+            crowded = {c: p for c, p in walked.get("programs", {}).items() if len(p) > 1}
+            for cgroup, programs in list(crowded.items())[:1]:
+                listed = ", ".join(
+                    f"{p['prog_id']} ({p['name']}, loaded {p['loaded_at'] or '?'})" for p in programs
+                )
+                summary += (f" Several connect4 programs run for {cgroup}: {listed}. Their maps agree, as during "
+                            "an agent rollout; if the older one is still there once the rollout is over, it is a "
+                            "leftover that will rewrite from its own map when the services change.")  # fmt: skip
+            if not crowded and any(n > 1 for n in walked.get("programs_per_cgroup", {}).values()):
                 summary += " Several programs share a hook, but their maps agree."
             return evidence.findings(HEALTHY, summary)
         first = stale.sort_values("position").iloc[0]
@@ -415,17 +307,26 @@ class CgroupProgs(Investigation):
                 else dup
             )
             pair = " and ".join(f"{r.map_id} ({r.reachable})" for r in same.itertuples())
+        attached_at = str(first.get("attached_at") or first["cgroup"])
+        inherited = "" if attached_at == first["cgroup"] else f" (attached at {attached_at})"
         summary = (
-            f"Program {first['prog_id']} ({first['name']}) runs at position {first['position']} of the "
-            f"connect4 hook of {first['cgroup']} and rewrites {first['service']} to {first['rewrites_to']} from its own "
-            f"map {first['map_id']}, while the pinned map says {first['pinned_map_says']}."
+            f"Program {first['prog_id']} ({first['name']}{', loaded ' + str(first['loaded_at']) if first.get('loaded_at') else ''}) "
+            f"runs at position {first['position']} of the connect4 programs of {first['cgroup']}{inherited} and rewrites "
+            f"{first['service']} to {first['rewrites_to']} from its own map {first['map_id']}, while the "
+            f"agent-managed map says {first['pinned_map_says']}."
         )
+        agents = [p for p in walked.get("programs", {}).get(first["cgroup"], []) if p.get("agent_map")]
+        if agents:
+            summary += f" The program using the agent's map is {agents[0]['prog_id']}, loaded {agents[0]['loaded_at']}."
         if pair:
             summary += f" Maps with the same name: {pair}."
         if actual.get("actual"):
             summary += f" A real connect() from the cgroup went to {actual['actual']}."
         remediation = [
-            f"bpftool cgroup detach {first['cgroup']} connect4 id {first['prog_id']}",
+            f"bpftool cgroup detach {attached_at} connect4 id {first['prog_id']}"
+            if not attached_at.startswith("above ")
+            else f"find the cgroup it is attached to (`bpftool cgroup tree` from the cgroup2 mount), then "
+            f"bpftool cgroup detach CGROUP connect4 id {first['prog_id']}",
             "if that fails (the program is held by a bpf_link of a process that is gone, or by a "
             "pinned link), drain the node and reboot it: nothing else detaches it",
         ]

@@ -1,7 +1,8 @@
 """Case 003: some pods cannot reach some service IPs — a stale cgroup connect4 program.
 
 Two copies of Cilium's socket load balancer (cgroup/connect4) are attached to one cgroup
-with multi-attach, the old one first. Each has its own service map named
+with multi-attach, the old one first; the pods' cgroup is nested below it and inherits
+both. Each has its own service map named
 ``cilium_lb4_services_v2`` (the kernel keeps ``cilium_lb4_serv``) and backend map. The
 old copy's maps send service 10.96.0.10:80 to 10.244.1.99:8080, a pod that no longer
 exists; the new, pinned copy (the one "the agent" manages) is correct. Programs run in
@@ -39,7 +40,10 @@ def _names() -> dict[str, str]:
     base = f"{naming.PREFIX}-scp"
     cg_root = "/sys/fs/cgroup/unified"
     return {
-        "cgroup": f"{cg_root}/{base}",
+        # Cilium attaches at the root of the cgroup2 tree it manages; pods live in
+        # nested cgroups and inherit the programs (the kernel's effective set).
+        "attach": f"{cg_root}/{base}",
+        "cgroup": f"{cg_root}/{base}/kubepods/pod-client",
         "pins": f"{mounts.BPFFS}/{base}",
         # Cilium v1.11's names (sock4_connect, sock4_post_bind) behind netlab's prefix;
         # the kernel keeps 15 characters, BTF the whole name.
@@ -117,9 +121,9 @@ class StaleCgroupProg(Scenario):
 
     def build(self, topo: Topology, healthy: bool) -> dict[str, Any]:
         names = _names()
-        cgroup, pins = names["cgroup"], names["pins"]
+        attach, pins = names["attach"], names["pins"]
         mounts.bpffs(host)
-        os.makedirs(cgroup, exist_ok=True)
+        os.makedirs(names["cgroup"], exist_ok=True)
         backends = {1: POD_V4["pod1"], 2: POD_V4["pod2"]}
         services = {svc: POD_V4[pod] for svc, pod in SERVICES.items()}
         old_id = None
@@ -127,17 +131,18 @@ class StaleCgroupProg(Scenario):
             # The old agent's copy, attached first; its backend 1 is a pod that is gone.
             stale = {1: STALE_BACKEND, 2: POD_V4["pod2"]}
             old_services = dict(services, **{"10.96.0.10": STALE_BACKEND})
-            old_id = _load(names["old_prog"], names["old_post_bind"], f"{pins}/old", cgroup)
+            old_id = _load(names["old_prog"], names["old_post_bind"], f"{pins}/old", attach)
             _fill(f"{pins}/old", old_services, stale)
             # Its pins are gone, as after an agent upgrade: only the cgroup holds it.
             host.run(["rm", "-rf", f"{pins}/old"])
         new_pins = f"{pins}/tc/globals"
-        new_id = _load(names["new_prog"], names["new_post_bind"], new_pins, cgroup)
+        new_id = _load(names["new_prog"], names["new_post_bind"], new_pins, attach)
         _fill(new_pins, services, backends)
         _empty_copy(f"{pins}/cilium_lb4_services_v2")
         topo.start_health_servers()
         return {
-            "cgroup": cgroup,
+            "cgroup": names["cgroup"],
+            "attach_cgroup": attach,
             "service": f"10.96.0.10:{SERVICE_PORT}",
             "other_service": f"10.96.0.11:{SERVICE_PORT}",
             "expected_backend": f"{POD_V4['pod1']}:{BACKEND_PORT}",
@@ -148,7 +153,7 @@ class StaleCgroupProg(Scenario):
         }
 
     def took_effect(self, params: dict[str, Any], healthy: bool) -> list[str]:
-        order, want = _connect4_order(params["cgroup"]), _expected_order(healthy)
+        order, want = _connect4_order(params["attach_cgroup"]), _expected_order(healthy)
         problems = []
         if order != want:
             problems.append(f"connect4 programs in run order are {order or 'none'}, expected {want}")
@@ -166,7 +171,7 @@ class StaleCgroupProg(Scenario):
         result = VerifyResult(self.name, healthy)
         node = NetnsTarget(params["node_netns"])
         cgroup = params["cgroup"]
-        order, want = _connect4_order(cgroup), _expected_order(healthy)
+        order, want = _connect4_order(params["attach_cgroup"]), _expected_order(healthy)
         result.add(
             "connect4 programs in run order",
             " then ".join(want),
@@ -190,8 +195,9 @@ class StaleCgroupProg(Scenario):
 
     def teardown(self) -> None:
         names = _names()
-        cgroup = names["cgroup"]
-        remove_cgroup(cgroup)
+        # Innermost first: a cgroup with children cannot be removed.
+        for cgroup in (names["cgroup"], os.path.dirname(names["cgroup"]), names["attach"]):
+            remove_cgroup(cgroup)
         host.run(["rm", "-rf", names["pins"]], check=False)
 
 

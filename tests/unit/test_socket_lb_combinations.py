@@ -1,0 +1,160 @@
+"""Any combination of socket-LB programs and LB map copies a node can hold, reasoned about
+without a kernel (netlab.investigations.socket_lb is pure): service and backend map
+copies pinned where the agent pins them, pinned elsewhere or unpinned, empty or full,
+agreeing or not; programs using both maps, the service map alone (post_bind4), the
+backend map alone, or neither, on connect4 and other hooks, in any order. The map
+contents are real bytes in Cilium's layouts, decoded by netlab's decoders.
+
+Never an exception; the verdict is one of the three; when every non-empty copy holds
+the same services and backends, never a stale program; a connect4 program first with
+a copy that disagrees with the agent's is named."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from netlab.decoders import decode_lb_backends, decode_lb_services, map_layout
+from netlab.decoders.bulk import encode
+from netlab.investigations.base import Evidence
+from netlab.investigations.cgroup_progs import VERDICT, CgroupProgs
+from netlab.investigations.socket_lb import SocketLB
+
+CGROUP = "/sys/fs/cgroup/kubepods"
+SERVICES = ["10.96.0.10", "10.96.0.11"]
+GOOD = {1: "10.244.1.11", 2: "10.244.1.12"}
+STALE = {1: "10.244.1.99", 2: "10.244.1.12"}
+HOOKS = ["connect4", "post_bind4", "sendmsg4", "recvmsg4"]
+
+
+@dataclass
+class Raw:
+    name: str
+    key_size: int
+    value_size: int
+    keys: bytes
+    values: bytes
+
+
+def _services(content: str) -> Raw:
+    svc = map_layout("lb4_services", "D")
+    rows_k, rows_v = [], []
+    if content != "empty":
+        for n, address in enumerate(SERVICES, start=1):
+            rows_k += [{"address": address, "dport": 80, "backend_slot": 0}, {"address": address, "dport": 80,
+                       "backend_slot": 1}]  # fmt: skip
+            rows_v += [{"backend_id": 0, "count": 1, "rev_nat_index": n}, {"backend_id": n, "count": 0,
+                       "rev_nat_index": n}]  # fmt: skip
+    return Raw(
+        "cilium_lb4_serv",
+        12,
+        12,
+        encode(svc.key, pd.DataFrame(rows_k)),
+        encode(svc.value, pd.DataFrame(rows_v)),
+    )
+
+
+def _backends(content: str) -> Raw:
+    be = map_layout("lb4_backends", "E")
+    table = {} if content == "empty" else STALE if content == "stale" else GOOD
+    ids = pd.DataFrame({"backend_id": list(table)})
+    values = pd.DataFrame([{"address": a, "port": 8080, "proto": 6} for a in table.values()])
+    return Raw("cilium_lb4_back", 4, 12, encode(be.key, ids), encode(be.value, values))
+
+
+PIN = st.sampled_from(["agent", "elsewhere", "unpinned"])
+CONTENT = st.sampled_from(["good", "stale", "empty"])
+MAP_COPIES = st.lists(st.tuples(PIN, CONTENT), min_size=1, max_size=3)
+PROGRAMS = st.lists(
+    st.tuples(st.sampled_from(HOOKS), st.integers(0, 2), st.integers(0, 2), st.booleans(), st.booleans()),
+    min_size=0, max_size=5,
+)  # fmt: skip
+
+
+def _pins(kind: str, name: str, n: int) -> list[str]:
+    return {
+        "agent": [f"/sys/fs/bpf/tc/globals/{name}"],
+        "elsewhere": [f"/sys/fs/bpf/{name}_{n}"],
+        "unpinned": [],
+    }[kind]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    services=MAP_COPIES,
+    backends=MAP_COPIES,
+    programs=PROGRAMS,
+    asked=st.sampled_from([None, *SERVICES, "10.0.0.1"]),
+)
+def test_any_combination_gets_a_verdict(services, backends, programs, asked) -> None:
+    findings = _decide(services, backends, programs, asked)
+    assert findings.verdict in {"healthy", VERDICT, "inconclusive"}, findings.summary
+    full = {c for (_, c) in services if c != "empty"} | {c for (_, c) in backends if c != "empty"}
+    if len(full) <= 1:  # every copy that holds anything holds the same
+        assert findings.verdict != VERDICT, findings.summary
+    if findings.verdict == VERDICT:
+        assert "Program " in findings.summary and "connect4" in findings.summary
+        assert any("bpftool cgroup detach" in r for r in findings.remediation)
+
+
+def test_the_old_generation_first_is_named_and_an_empty_copy_is_not() -> None:
+    """Case 003's shape with Cilium's family: old connect4 + post_bind4 (service map
+    alone) with their own maps, attached first; the agent's pair; an empty side copy."""
+    services = [("agent", "good"), ("unpinned", "stale"), ("elsewhere", "empty")]
+    backends = [("agent", "good"), ("unpinned", "stale")]
+    programs = [("connect4", 1, 1, True, True), ("post_bind4", 1, 0, True, False),
+                ("connect4", 0, 0, True, True), ("post_bind4", 0, 0, True, False)]  # fmt: skip
+    findings = _decide(services, backends, programs, None)
+    assert findings.verdict == VERDICT, findings.summary
+    assert findings.summary.startswith("Program 1 (sock4_0, loaded 2026-11-25T00:00:00) runs at position 1")
+    assert (
+        "10.244.1.99:8080" in findings.summary
+        and "The program using the agent's map is 3" in findings.summary
+    )
+    rollout = _decide([("agent", "good"), ("unpinned", "good")], [("agent", "good"), ("unpinned", "good")],
+                      programs, None)  # fmt: skip
+    assert rollout.verdict == "healthy" and "as during an agent rollout" in rollout.summary
+
+
+def _decide(services, backends, programs, asked):  # type: ignore[no-untyped-def]
+    maps, decoded = [], {}
+    for n, (pin, content) in enumerate(services):
+        decoded[100 + n] = decode_lb_services(_services(content))
+        maps.append(
+            {"map_id": 100 + n, "name": "cilium_lb4_serv", "pinned": _pins(pin, "cilium_lb4_services_v2", n)}
+        )
+    for n, (pin, content) in enumerate(backends):
+        decoded[200 + n] = decode_lb_backends(_backends(content))
+        maps.append(
+            {"map_id": 200 + n, "name": "cilium_lb4_back", "pinned": _pins(pin, "cilium_lb4_backends_v3", n)}
+        )
+    progs, attached = [], []
+    for n, (hook, svc, back, uses_svc, uses_back) in enumerate(programs):
+        ids = ([100 + svc % len(services)] if uses_svc else []) + (
+            [200 + back % len(backends)] if uses_back else []
+        )
+        progs.append(
+            {"prog_id": n + 1, "name": f"sock4_{n}", "loaded_at": f"2026-11-25T00:0{n}:00", "map_ids": ids}
+        )
+        position = sum(1 for a in attached if a["hook"] == hook) + 1
+        attached.append(
+            {"cgroup": CGROUP, "hook": hook, "position": position, "prog_id": n + 1, "name": f"sock4_{n}"}
+        )
+    progs_frame = pd.DataFrame(progs, columns=["prog_id", "name", "loaded_at", "map_ids"])
+    attached_frame = pd.DataFrame(attached, columns=["cgroup", "hook", "position", "prog_id", "name"])
+    lb = SocketLB(progs_frame, pd.DataFrame(maps), decoded)
+
+    copies = lb.copies()
+    rows = lb.service_rows()
+    walk, summary = lb.walk(
+        attached_frame, attached_frame, [f"{asked}:80"] if asked else None, "/sys/fs/cgroup"
+    )
+    results = {
+        "cgroup_root": "/sys/fs/cgroup", "lb_copies": copies, "lb_programs": len(lb.tables()),
+        "lb_maps": rows[rows["copies_disagree"].astype(bool)], "walk": walk[walk["differs_from_pinned"]] if len(walk)
+        else walk, "walk_summary": summary,
+    }  # fmt: skip
+    return CgroupProgs.decide(Evidence("cgroup-progs", "local", "6.1", results=results))
