@@ -270,9 +270,12 @@ def _netlab_here() -> list[str]:
     import netlab
 
     found = {Path(netlab.__file__).resolve().parents[1], Path(sys.prefix).resolve()}
-    command = shutil.which("netlab")
-    if command:
-        found.add(Path(command))
+    # Every `netlab` command a login's PATH could find, not only this one (`make setup`
+    # links /usr/local/bin/netlab to whichever checkout ran it last).
+    for directory in {*os.get_exec_path(), "/usr/local/bin", "/usr/bin", "/bin"}:
+        command = Path(directory) / "netlab"
+        if os.path.lexists(command):
+            found.add(command)
     return sorted(str(p) for p in found if str(p) not in ("/", "/usr", "/usr/local"))
 
 
