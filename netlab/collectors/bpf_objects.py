@@ -20,7 +20,16 @@ if TYPE_CHECKING:
 
     from netlab.collectors.bpfmap import MapData
 
-__all__ = ["HOOK_NAMES", "cgroup_attachments", "dump", "effective_programs", "maps", "programs", "read"]
+__all__ = [
+    "HOOK_NAMES",
+    "cgroup_attachments",
+    "dump",
+    "effective_programs",
+    "keys",
+    "maps",
+    "programs",
+    "read",
+]
 
 # The columns the investigations read; bpftool_show has more.
 _PROGRAMS = ["prog_id", "type", "name", "tag", "loaded_at", "map_ids", "pinned"]
@@ -79,6 +88,14 @@ def read(target: Target, map_id: int, *, name: str, key_size: int, value_size: i
         raise NetlabError(f"map {map_id} ({name}): bpftool printed entries of other sizes than the map's")
     return bpfmap.MapData(map_id, name, key_size, value_size, b"".join(e.key for e in entries),
                    b"".join(e.value or b"" for e in entries), len(entries), "bpftool -j map dump (JSON)", False)  # fmt: skip
+
+
+def keys(target: Target, map_id: int) -> list[MapEntry]:
+    """The keys of a map whose values user space cannot read (a sockhash holds
+    sockets: bpftool prints each key with an error for its value, and batch lookup is
+    not offered). The sockmap iterator reads the sockets themselves; this is its
+    fallback."""
+    return dump(target, map_id)
 
 
 def dump(target: Target, map_id: int, *, timeout: float = 60) -> list[MapEntry]:

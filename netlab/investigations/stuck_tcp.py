@@ -473,7 +473,7 @@ class StuckTcp(Investigation):
             )
             how = f"{sockmap_sockets.ITERATOR.name} over map id {map_id}"
         else:
-            frame = decode_sockmap(bpf_objects.dump(host, map_id), layout=layout, map_name=SOCKMAP_NAME)
+            frame = decode_sockmap(bpf_objects.keys(host, map_id), layout=layout, map_name=SOCKMAP_NAME)
             how = f"bpftool -j map dump id {map_id}{why}"
         frame.insert(0, "map_id", map_id)
         # Keys as hex: evidence is data (JSON), and the remediation needs the exact bytes.
@@ -671,7 +671,7 @@ class StuckTcp(Investigation):
         found = maps[maps["name"] == SOCKMAP_NAME[:15]]
         if found.empty:
             return Signal("stuck-tcp", NOTHING, "no sockops map: sockmap acceleration is not in use")
-        entries = len(bpf_objects.dump(target.host(), int(found["map_id"].iloc[0])))
+        entries = len(bpf_objects.keys(target.host(), int(found["map_id"].iloc[0])))
         established = len(ss.sockets(target).query("state == 'ESTAB'"))
         if entries > max(2 * established, 0):
             return Signal(
