@@ -32,6 +32,17 @@ def ip_address(value: object, param: str = "address") -> str:
         raise NetlabError(f"parameter {param}: {value!r} is not an IP address") from None
 
 
+def url_path(value: object, param: str = "path") -> str:
+    """An HTTP path: starts with ``/``, no spaces or control characters (it reaches a
+    probe's command line)."""
+    text = str(value)
+    if not text.startswith("/") or any(c.isspace() or ord(c) < 32 for c in text):
+        raise NetlabError(
+            f"parameter {param}: {value!r} is not a URL path (it starts with / and has no spaces)"
+        )
+    return text
+
+
 def ip_network(value: object, param: str = "network") -> str:
     try:
         return str(ipaddress.ip_network(str(value).strip(), strict=False))

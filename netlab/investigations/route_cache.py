@@ -129,6 +129,7 @@ class RouteCache(Investigation):
         Param("pod_ip6", str, "", "a pod's IPv6 address the node probes during the drop trace", params.ip_address,
               lab="pod_ip6"),
         Param("pod_port", int, 8080, "its TCP port", params.port, lab="health_port"),
+        Param("path", str, "/health", "URL path the probes request", params.url_path),
         Param("samples", int, 5, "counter samples", params.up_to(1000)),
         Param("interval", float, 0.5, "seconds between samples", params.seconds_up_to(60)),
         Param("duration", float, 5.0, "seconds of the drop trace", params.seconds_up_to(600)),
@@ -146,7 +147,7 @@ class RouteCache(Investigation):
         self.pods = {
             name: open_target(url, node=self.target) for name, url in (v["pod_targets"] or {}).items()
         }
-        self.pod_ip6, self.pod_port = v["pod_ip6"], v["pod_port"]
+        self.pod_ip6, self.pod_port, self.path = v["pod_ip6"], v["pod_port"], v["path"]
         self.samples, self.interval = v["samples"], v["interval"]
         self.duration, self.max_events = v["duration"], v["max_events"]
 
@@ -219,7 +220,7 @@ class RouteCache(Investigation):
 
             def during() -> list[bool]:  # noqa: E306
                 return [
-                    reach.http(self.target, self.pod_ip6, self.pod_port, "/health", timeout=1)[1].ok
+                    reach.http(self.target, self.pod_ip6, self.pod_port, self.path, timeout=1)[1].ok
                     for _ in range(5)
                 ]
 

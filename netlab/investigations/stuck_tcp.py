@@ -62,15 +62,6 @@ def _target(value: Any, name: str) -> str:
     return open_target(value).url
 
 
-def _url_path(value: Any, name: str) -> str:
-    text = str(value)
-    if not text.startswith("/") or any(c.isspace() or ord(c) < 32 for c in text):
-        raise NetlabError(
-            f"parameter {name}: {value!r} is not a URL path (it starts with / and has no spaces)"
-        )
-    return text
-
-
 def _holds_own_key(entry: Any, local: str, local_port: Any, peer: str, peer_port: Any) -> bool:
     """Cilium keys a socket by its peer's view: sip:sport is the peer, dip:dport itself."""
     return (peer, int(peer_port), local, int(local_port)) == (
@@ -219,7 +210,7 @@ class StuckTcp(Investigation):
     params = (
         Param("pod_ip", str, "", "the pod whose requests hang", params.ip_address, lab="pod_ip", required=True),
         Param("pod_port", int, 8080, "its TCP port", params.port, lab="pod_port"),
-        Param("path", str, "/health", "URL path the probes request", _url_path),
+        Param("path", str, "/health", "URL path the probes request", params.url_path),
         Param("tries", int, 3, "probes per vantage point", params.up_to(100)),
         Param("timeout", float, 2.0, "seconds before a probe counts as hung", params.seconds_up_to(60)),
         Param("client_ports", str, "", "client ports under suspicion, N or N-M", reach.port_range, lab="client_ports"),
@@ -231,7 +222,7 @@ class StuckTcp(Investigation):
         Param("remote_target", str, "", "a remote node", _target, lab="remote_netns", lab_format="netns://{}"),
         Param("sockmap", str, "", "pinned sockmap path (default: found by name)", params.path, lab="sockmap"),
         Param("hold_path", str, "", "a slow URL path that keeps a flow open while it is read (default: path)",
-              _url_path, lab="hold_path"),
+              params.url_path, lab="hold_path"),
     )  # fmt: skip
     steps = (
         Step("scope", "scope", (reach.PROBES,)),

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from netlab import params
 from netlab.errors import NetlabError
 from netlab.investigations import REGISTRY
-from netlab.investigations.stuck_tcp import _url_path
 
 PARAMS = [(name, p) for name, cls in REGISTRY.items() for p in cls.params]
 VALUES = st.one_of(
@@ -51,5 +50,5 @@ def test_a_value_is_typed_or_refused_by_name(investigation: str, param, value: o
     # element (quoted with shlex.join over ssh), never through a shell or a filter. So are
     # command lines (a reproduction the user gives): split into an argument vector and run
     # without a shell, their metacharacters are plain characters.
-    if isinstance(parsed, str) and param.check not in (params.path, _url_path, params.command_line):
+    if isinstance(parsed, str) and param.check not in (params.path, params.url_path, params.command_line):
         assert not set(parsed) & set(";|&$`'\"\\\n\x00 "), (param.name, parsed)
