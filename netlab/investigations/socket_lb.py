@@ -97,7 +97,8 @@ class SocketLB:
 
     def copies(self) -> pd.DataFrame:
         """Every LB map with its entries, layout and what kind of copy it is."""
-        lb = self.maps[[is_service_map(n) or is_backend_map(n) for n in self.maps["name"]]].copy()
+        mask = np.array([is_service_map(n) or is_backend_map(n) for n in self.maps["name"]], dtype=bool)
+        lb = self.maps.loc[mask].copy()
         agent = self.agent_maps()
         lb["entries"] = [len(self.decoded.get(int(i), ())) for i in lb["map_id"]]
         lb["layout"] = [self._attr(int(i), "layout") for i in lb["map_id"]]

@@ -67,7 +67,7 @@ def _backends(content: str) -> Raw:
 
 PIN = st.sampled_from(["agent", "elsewhere", "unpinned"])
 CONTENT = st.sampled_from(["good", "stale", "empty"])
-MAP_COPIES = st.lists(st.tuples(PIN, CONTENT), min_size=1, max_size=3)
+MAP_COPIES = st.lists(st.tuples(PIN, CONTENT), min_size=0, max_size=3)
 PROGRAMS = st.lists(
     st.tuples(st.sampled_from(HOOKS), st.integers(0, 2), st.integers(0, 2), st.booleans(), st.booleans()),
     min_size=0, max_size=5,
@@ -133,8 +133,8 @@ def _decide(services, backends, programs, asked):  # type: ignore[no-untyped-def
         )
     progs, attached = [], []
     for n, (hook, svc, back, uses_svc, uses_back) in enumerate(programs):
-        ids = ([100 + svc % len(services)] if uses_svc else []) + (
-            [200 + back % len(backends)] if uses_back else []
+        ids = ([100 + svc % len(services)] if uses_svc and services else []) + (
+            [200 + back % len(backends)] if uses_back and backends else []
         )
         progs.append(
             {"prog_id": n + 1, "name": f"sock4_{n}", "loaded_at": f"2026-11-25T00:0{n}:00", "map_ids": ids}
@@ -145,7 +145,8 @@ def _decide(services, backends, programs, asked):  # type: ignore[no-untyped-def
         )
     progs_frame = pd.DataFrame(progs, columns=["prog_id", "name", "loaded_at", "map_ids"])
     attached_frame = pd.DataFrame(attached, columns=["cgroup", "hook", "position", "prog_id", "name"])
-    lb = SocketLB(progs_frame, pd.DataFrame(maps), decoded)
+    # A node may hold no map at all: the table keeps its columns.
+    lb = SocketLB(progs_frame, pd.DataFrame(maps, columns=["map_id", "name", "pinned"]), decoded)
 
     copies = lb.copies()
     rows = lb.service_rows()
