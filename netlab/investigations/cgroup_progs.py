@@ -97,7 +97,6 @@ class CgroupProgs(Investigation):
         self.cgroup = v["cgroup"]
         self._maps: pd.DataFrame | None = None
         self._progs: pd.DataFrame | None = None
-        self._attached: pd.DataFrame | None = None
         self._lb: SocketLB | None = None
 
     # --- step 1 ------------------------------------------------------------------
@@ -108,9 +107,9 @@ class CgroupProgs(Investigation):
         host = self.target.host()
         self._progs = bpf_objects.programs(host)
         self._maps = bpf_objects.maps(host)
-        self._attached = bpf_objects.cgroup_attachments(host, self.cgroup_root)
+        attached = bpf_objects.cgroup_attachments(host, self.cgroup_root)
         names = dict(zip(self._maps["map_id"], self._maps["name"], strict=False))
-        frame = self._attached.merge(
+        frame = attached.merge(
             self._progs[["prog_id", "tag", "loaded_at", "map_ids", "pinned"]], on="prog_id", how="left"
         )
         frame["maps"] = frame["map_ids"].map(
