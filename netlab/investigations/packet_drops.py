@@ -102,11 +102,29 @@ def flow_states(ct: pd.DataFrame | None, packet: dict[str, Any]) -> tuple[str, l
     return flow, states
 
 
+_IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
+
+
+def _native_nft(rule: pd.Series) -> bool:
+    """A rule from the nft view that iptables-nft did not write: only nft itself can
+    change it. iptables-nft leaves xt matches, and keeps to its own tables of the ip and
+    ip6 families."""
+    if pd.isna(rule.get("handle")) or "xt " in str(rule.get("rule", "")):
+        return False
+    return not (rule.get("family") in ("ip", "ip6") and rule.get("table") in _IPTABLES_TABLES)
+
+
+def _tool(rule: pd.Series) -> str:
+    if _native_nft(rule):
+        return "nft"
+    return "ip6tables" if rule.get("family") in ("ipv6", "ip6") else "iptables"
+
+
 def _rule_name(rule: pd.Series) -> str:
-    tool = "ip6tables" if rule.get("family") == "ipv6" else "iptables"
-    return (
-        f"{tool} {rule['table']}/{rule['chain']} rule {rule['position']} ({rule['target']}: {rule['rule']})"
-    )
+    if _native_nft(rule):
+        return (f"nft {rule['family']} {rule['table']}/{rule['chain']} rule {rule['position']} "
+                f"(handle {int(rule['handle'])}, {rule['target']}: {rule['rule']})")  # fmt: skip
+    return f"{_tool(rule)} {rule['table']}/{rule['chain']} rule {rule['position']} ({rule['target']}: {rule['rule']})"
 
 
 def _endpoint(packet: dict[str, Any], end: str) -> str:
@@ -119,26 +137,38 @@ def remediation(
     rule: pd.Series, packet: dict[str, Any], given: dict[str, Any], half_closed: bool
 ) -> list[str]:
     """Rule changes that let this flow's packets past ``rule`` (shown, never applied):
-    stateless accepts for the flow, both directions, inserted just before it."""
-    tool = "ip6tables" if rule.get("family") == "ipv6" else "iptables"
-    where = f"{tool} -t {rule['table']} -I {rule['chain']} {int(rule['position'])}"
+    stateless accepts for the flow, both directions, inserted just before it, written
+    for the tool that owns the rule (iptables, ip6tables, or nft for a native rule)."""
     client, server = (
         given.get("client") or packet.get("src", ""),
         given.get("server") or packet.get("dst", ""),
     )
     proto, port = given.get("protocol", "tcp"), int(given.get("server_port") or 0)
-    forward = [f"-s {client}" if client else "", f"-d {server}" if server else "", f"-p {proto}",
-               f"--dport {port}" if port else ""]  # fmt: skip
-    backward = [f"-s {server}" if server else "", f"-d {client}" if client else "", f"-p {proto}",
-                f"--sport {port}" if port else ""]  # fmt: skip
-    out = [
-        f"{where} {' '.join(w for w in forward if w)} -j ACCEPT   # this flow no longer depends on a live conntrack entry",
-        f"{where} {' '.join(w for w in backward if w)} -j ACCEPT",
-    ]
     iface = str(packet.get("interface") or given.get("host_veth") or "")
-    if iface and rule["chain"] == "FORWARD":
-        out.append(f"or for everything the pod on {iface} sends and receives: {where} -i {iface} -j ACCEPT; "
-                   f"{where} -o {iface} -j ACCEPT")  # fmt: skip
+    if _native_nft(rule):
+        where = (
+            f"nft insert rule {rule['family']} {rule['table']} {rule['chain']} handle {int(rule['handle'])}"
+        )
+        ip = "ip6" if ":" in f"{client}{server}" else "ip"
+        forward = [f"{ip} saddr {client}" if client else "", f"{ip} daddr {server}" if server else "",
+                   f"{proto} dport {port}" if port else f"meta l4proto {proto}"]  # fmt: skip
+        backward = [f"{ip} saddr {server}" if server else "", f"{ip} daddr {client}" if client else "",
+                    f"{proto} sport {port}" if port else f"meta l4proto {proto}"]  # fmt: skip
+        accept, in_, out_ = "accept", "iifname", "oifname"
+    else:
+        where = f"{_tool(rule)} -t {rule['table']} -I {rule['chain']} {int(rule['position'])}"
+        forward = [f"-s {client}" if client else "", f"-d {server}" if server else "", f"-p {proto}",
+                   f"--dport {port}" if port else ""]  # fmt: skip
+        backward = [f"-s {server}" if server else "", f"-d {client}" if client else "", f"-p {proto}",
+                    f"--sport {port}" if port else ""]  # fmt: skip
+        accept, in_, out_ = "-j ACCEPT", "-i", "-o"
+    out = [
+        f"{where} {' '.join(w for w in forward if w)} {accept}   # this flow no longer depends on a live conntrack entry",
+        f"{where} {' '.join(w for w in backward if w)} {accept}",
+    ]
+    if iface and str(rule["chain"]).upper() == "FORWARD":
+        out.append(f"or for everything the pod on {iface} sends and receives: {where} {in_} {iface} {accept}; "
+                   f"{where} {out_} {iface} {accept}")  # fmt: skip
     if half_closed:
         out.append("or keep the stateful rule and raise net.netfilter.nf_conntrack_tcp_timeout_close_wait "
                    "(and keep nf_conntrack_tcp_loose=1) so half-closed flows keep their entry")  # fmt: skip

@@ -176,6 +176,29 @@ def test_packet_drops_without_drop_reasons_reads_the_netfilter_site() -> None:
     assert "no reason (kernel < 5.17)" in findings.summary and "nft_do_chain" in findings.summary
 
 
+def test_packet_drops_a_native_nft_rule_gets_an_nft_remediation() -> None:
+    """A node whose firewall is native nftables (no iptables, a rule of an inet table):
+    the rule is named by family, table, chain and handle, and the remediation is nft
+    inserts before that handle, not iptables lines for a table iptables does not own."""
+    evidence, _ = replay("packet-drops", "broken")
+    moved = evidence.results["rules_moved"]
+    reject = moved["target"] == "REJECT"
+    evidence.results["rules_moved"] = moved.assign(
+        family=["inet"] * len(moved), table="filter", chain="forward", handle=[7 if r else 3 for r in reject],
+        rule=["ct state invalid,new reject" if r else "accept" for r in reject],
+    )  # fmt: skip
+    findings = get("packet-drops").decide(evidence)
+    assert findings.verdict == "netfilter-drop", findings.summary
+    assert "nft inet filter/forward rule 4 (handle 7, REJECT" in findings.summary
+    assert findings.remediation[0].startswith(
+        "nft insert rule inet filter forward handle 7 ip saddr 10.244.1.11 "
+    )
+    assert all("iptables" not in r for r in findings.remediation)
+    # The same rule written by iptables-nft (an xt match, its own filter table) keeps iptables.
+    evidence.results["rules_moved"] = moved.assign(family="ip", handle=7, chain="FORWARD")
+    assert get("packet-drops").decide(evidence).remediation[0].startswith("iptables -t filter -I FORWARD 4 ")
+
+
 def test_cgroup_progs_agreeing_copies_are_healthy() -> None:
     evidence, _ = replay("cgroup-progs", "broken")
     walk = evidence.results["walk"]
