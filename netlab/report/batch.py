@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import sys
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from netlab.errors import NetlabError
+from netlab.report.run import write_plotly_js
 from netlab.targets import LocalTarget, open_target
 
 
@@ -98,6 +101,7 @@ def run_many(investigation: str, targets_file: str, *, lab: str = "", parameters
         raise NetlabError(f"--jobs {jobs}: must be between 1 and 64")
     base = Path(out)
     base.mkdir(parents=True, exist_ok=True)
+    write_plotly_js(base)  # one copy for every target's report, in the directories below
 
     def one(item: tuple[int, str]) -> dict[str, Any]:
         index, target = item
@@ -117,19 +121,81 @@ def run_many(investigation: str, targets_file: str, *, lab: str = "", parameters
     return index
 
 
+# Verdict colours, as in each report's header: healthy green, inconclusive amber, a
+# finding red, a run that failed grey.
+_COLOURS = {"healthy": "#1a7f37", "inconclusive": "#9a6700", "error": "#6e7781"}
+_FINDING = "#cf222e"
+_RANK = {"error": 1, "inconclusive": 2, "healthy": 3}  # findings first (0)
+
+
+def first_sentence(text: str) -> str:
+    """The summary's first sentence: up to a full stop followed by a capital (addresses
+    such as 10.96.0.10:80 have dots too)."""
+    match = re.search(r"[.!?](?=\s+[A-Z0-9(])", text)
+    return text[: match.end()] if match else text
+
+
+# Sorting by a column's header, with no library: a click sorts by that column, a second
+# click reverses. Cells sort by data-key when they have one (the verdict's severity).
+_SORT = """
+document.querySelectorAll('th[data-col]').forEach(th => th.addEventListener('click', () => {
+  const body = th.closest('table').tBodies[0], col = +th.dataset.col;
+  const down = th.dataset.dir !== 'up'; th.dataset.dir = down ? 'up' : 'down';
+  const key = tr => { const td = tr.cells[col]; return td.dataset.key ?? td.textContent.trim(); };
+  [...body.rows].sort((a, b) => key(a).localeCompare(key(b), undefined, {numeric: true}) * (down ? 1 : -1))
+    .forEach(tr => body.appendChild(tr));
+}));
+"""
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#1f2328}
+table{border-collapse:collapse;width:100%}
+th,td{padding:.45em .7em;border-bottom:1px solid #d0d7de;text-align:left;vertical-align:top}
+th{cursor:pointer;background:#f6f8fa;user-select:none;white-space:nowrap}
+th:after{content:' \\2195';color:#8c959f}
+td.verdict{font-weight:600;white-space:nowrap;border-left:6px solid}
+code{font-size:95%}
+details summary{cursor:pointer}
+.counts span{margin-right:1.2em}
+"""
+
+
 def write_index(title: str, rows: list[dict[str, Any]], out: Path) -> Path:
+    """``index.json`` and ``index.html``: one row per target with its verdict in colour,
+    the summary's first sentence (the rest a click away) and a link to its report;
+    findings first, sortable by any column."""
     (out / "index.json").write_text(json.dumps(rows, indent=2))
-    body = []
-    for row in rows:
+    body, counts = [], Counter(row["verdict"] or "error" for row in rows)
+
+    def rank(row: dict[str, Any]) -> int:
+        return _RANK.get(row["verdict"] or "error", 0)
+
+    for row in sorted(rows, key=rank):
+        verdict = row["verdict"] or "error"
+        colour = _COLOURS.get(verdict, _FINDING)
+        text = row["summary"] or row.get("error") or ""
+        lead = first_sentence(text)
+        detail = html.escape(lead)
+        if lead != text:
+            detail = f"<details><summary>{detail}</summary>{html.escape(text[len(lead) :])}</details>"
         link = f'<a href="{html.escape(row["report"])}">report</a>' if row.get("report") else ""
-        verdict = html.escape(row["verdict"] or "error")
-        detail = html.escape(row["summary"] or row.get("error") or "")
-        body.append(f"<tr class='{verdict}'><td>{html.escape(row['target'])}</td><td><code>{verdict}</code></td>"
-                    f"<td>{detail}</td><td>{link}</td></tr>")  # fmt: skip
+        body.append(
+            f"<tr><td>{html.escape(row['target'])}</td>"
+            f"<td class='verdict' data-key='{rank(row)} {html.escape(verdict)}' "
+            f"style='border-left-color:{colour};color:{colour}'>{html.escape(verdict)}</td>"
+            f"<td>{detail}</td><td>{link}</td></tr>"
+        )
+    tally = "".join(
+        f"<span style='color:{_COLOURS.get(v, _FINDING)}'><b>{n}</b> {html.escape(v)}</span>"
+        for v, n in sorted(counts.items(), key=lambda item: _RANK.get(item[0], 0))
+    )
     page = out / "index.html"
     page.write_text(
-        "<!doctype html><meta charset='utf-8'><title>netlab: {0}</title><h1>netlab: {0}</h1>"
-        "<table border='1' cellpadding='4'><tr><th>target</th><th>verdict</th><th>summary</th><th></th></tr>{1}</table>"
-        .format(html.escape(title), "".join(body))
-    )  # fmt: skip
+        f"<!doctype html><html lang='en'><meta charset='utf-8'><title>netlab: {html.escape(title)}</title>"
+        f"<style>{_STYLE}</style><h1>netlab: {html.escape(title)}</h1>"
+        f"<p class='counts'>{len(rows)} targets: {tally}</p>"
+        "<table><thead><tr><th data-col='0'>target</th><th data-col='1'>verdict</th>"
+        "<th data-col='2'>summary</th><th data-col='3'>report</th></tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table><script>{_SORT}</script></html>\n"
+    )
     return page

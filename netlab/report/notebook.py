@@ -14,8 +14,9 @@ from netlab.investigations.base import Evidence
 def init_notebook(*, sweep: bool = True) -> None:
     """The one call at the top of every investigation notebook.
 
-    - plotly charts embed plotly.js in the notebook, so reports render with no network
-      (jump hosts rarely have any);
+    - plotly charts are HTML that needs no network (jump hosts rarely have any): the
+      report loads plotly.js from one copy beside it (:func:`netlab.report.run.render_html`),
+      so neither the notebook nor the report carries the 4.6 MB library;
     - a :class:`NetlabError` shows as one line with its remedy, not a traceback;
     - probes left behind by a killed earlier kernel are swept (by netlab's naming), and a
       guard (:mod:`netlab.guard`) will do the same for this kernel's if it is killed,
@@ -51,20 +52,15 @@ def _offline_renderer() -> Any:
     from plotly.io.base_renderers import MimetypeRenderer
 
     class OfflineHtmlRenderer(MimetypeRenderer):
-        """Plotly figures as HTML that needs no network: plotly.js is embedded with the first
-        figure of the kernel and MathJax is not loaded (plotly's own notebook renderer
-        fetches MathJax from a CDN). JupyterLab shows the plotly mimetype instead; exported
-        reports use this HTML."""
-
-        def __init__(self) -> None:
-            self._library_sent = False
+        """Plotly figures as HTML without the library and without MathJax (plotly's own
+        notebook renderer fetches MathJax from a CDN). JupyterLab shows the plotly
+        mimetype instead; exported reports load plotly.js from the shared copy."""
 
         def to_mimebundle(self, fig_dict: dict[str, Any]) -> dict[str, str]:
             from plotly.io import to_html
 
-            html = to_html(fig_dict, include_plotlyjs=not self._library_sent, include_mathjax=False,
-                           full_html=False, default_width="100%", default_height=480)  # fmt: skip
-            self._library_sent = True
+            html = to_html(fig_dict, include_plotlyjs=False, include_mathjax=False, full_html=False,
+                           default_width="100%", default_height=480)  # fmt: skip
             return {"text/html": html}
 
     return OfflineHtmlRenderer()

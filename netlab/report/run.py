@@ -197,6 +197,42 @@ def copy_notebooks(directory: str | os.PathLike[str], *, force: bool = False) ->
     return [Path(shutil.copyfile(s, dest / s.name)) for s in sources]
 
 
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+def write_plotly_js(directory: Path) -> str:
+    """One copy of plotly.js in ``directory`` (written once, whole or not at all); its name."""
+    import plotly
+    from plotly.offline import get_plotlyjs
+
+    name = f"plotly-{plotly.__version__}.min.js"
+    asset = directory / name
+    if not asset.is_file():
+        partial = directory / f".{name}.{os.getpid()}"
+        partial.write_text(get_plotlyjs(), encoding="utf-8")
+        partial.replace(asset)  # reports written at the same time never read half a file
+    return name
+
+
+def plotly_asset(directory: Path) -> str:
+    """The address, relative to a report in ``directory``, of the plotly.js every report
+    shares: the copy in the parent directory if there is one (a batch's reports sit in a
+    directory per target, the copy beside the index), else the one beside the report.
+    Reports stay small and still render with no network."""
+    import plotly
+
+    name = f"plotly-{plotly.__version__}.min.js"
+    if (directory.parent / name).is_file():
+        return f"../{name}"
+    return write_plotly_js(directory)
+
+
+def _has_charts(nb: Any) -> bool:
+    return any(
+        PLOTLY_MIME in output.get("data", {}) for cell in nb.cells for output in cell.get("outputs", [])
+    )
+
+
 def render_html(executed: Path, *, keep_code: bool = False) -> Path:
     """The report: verdict first, code hidden unless ``keep_code``, charts offline."""
     import nbconvert
@@ -215,6 +251,8 @@ def render_html(executed: Path, *, keep_code: bool = False) -> Path:
         nb.metadata["netlab"] = read_findings(nb).to_dict()
     except NetlabError:
         pass  # a failed run still gets its page, without a verdict header
+    if _has_charts(nb):
+        nb.metadata["netlab_plotly_js"] = plotly_asset(executed.parent)
     body, _ = exporter.from_notebook_node(nb)
     page = executed.with_suffix(".html")
     page.write_text(body, encoding="utf-8")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from netlab.report import batch
 from netlab.report import run as runner
 from tests.browser.jupyter import CHROMIUM, CHROMIUM_ARGS, have_browser, jupyterlab
 from tests.conftest import need
@@ -97,3 +98,33 @@ def test_html_report_renders_charts_offline(browser: object, tmp_path: Path) -> 
     page.close()
     assert charts >= 2
     assert outside == [], f"the report fetched: {outside[:5]}"
+    assert result.html.stat().st_size < 1_500_000  # plotly.js is the shared copy beside it
+
+
+def test_index_page_shows_verdicts_in_colour_and_sorts(browser: object, tmp_path: Path) -> None:
+    """The index of a batch as a reader meets it: findings first, coloured, the summary's
+    first sentence, and a click on a header sorts by that column."""
+    with scenario("stale-cgroup-prog"):
+        result = runner.run("cgroup-progs", lab="stale-cgroup-prog", out=tmp_path)
+    assert result.html is not None
+    rows = [
+        {"target": "node-b", "verdict": "healthy", "summary": "Every connect4 program agrees.", "report": None,
+         "error": None},
+        {"target": "node-a", "verdict": result.findings.verdict, "summary": result.findings.summary,
+         "report": result.html.name, "error": None},
+        {"target": "node-c", "verdict": None, "summary": "", "report": None, "error": "cannot reach the node"},
+    ]  # fmt: skip
+    index = batch.write_index("cgroup-progs", rows, tmp_path)
+    outside: list[str] = []
+    page = _page(browser, outside)
+    page.goto(index.as_uri())
+    targets = page.locator("tbody td:first-child").all_inner_texts()
+    colour = page.locator("tbody td.verdict").first.evaluate("e => getComputedStyle(e).color")
+    page.screenshot(path=str(ARTIFACTS / "index.png"), full_page=True)
+    page.locator("th[data-col='0']").click()
+    sorted_targets = page.locator("tbody td:first-child").all_inner_texts()
+    page.close()
+    assert targets == ["node-a", "node-c", "node-b"]  # the finding, the error, then healthy
+    assert colour == "rgb(207, 34, 46)"
+    assert sorted_targets == ["node-a", "node-b", "node-c"]
+    assert outside == []

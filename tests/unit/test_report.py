@@ -24,6 +24,9 @@ f = Findings("stuck-tcp", target, "stale-sockmap-entry", f"pod_ip={pod_ip} pod_p
              evidence=[Evidence.table("sockmap", pd.DataFrame({"sip": ["10.0.0.1"], "sport": [80]}))],
              mechanisms={"sockmap dump": "bpftool"}, remediation=["bpftool map delete id 1 key hex 00"])
 netlab.report.record(f)
+import plotly.graph_objects as go
+go.Figure(go.Bar(x=["a", "b"], y=[1, 2])).show()
+go.Figure(go.Scatter(y=[3, 1, 2])).show()
 """
 
 
@@ -55,6 +58,46 @@ def test_run_records_findings_and_renders_offline_html(notebooks: Path, tmp_path
     assert "bpftool map delete id 1 key hex 00" in page
     assert 'src="http' not in page  # offline: nothing from a CDN
     assert "RECORDING" not in page and "netlab.report.record(f)" not in page  # code hidden
+    # plotly.js is one shared copy beside the reports, loaded before the charts; neither
+    # the report nor the notebook carries it.
+    import plotly
+
+    asset = f"plotly-{plotly.__version__}.min.js"
+    assert f'<script src="{asset}"></script>' in page and page.count("Plotly.newPlot") == 2
+    assert (tmp_path / "out" / asset).stat().st_size > 3_000_000
+    assert result.html.stat().st_size < 1_500_000 and result.notebook.stat().st_size < 1_500_000
+    again = runner.run("stuck-tcp", parameters={"pod_ip": "10.0.0.2"}, out=tmp_path / "out")
+    assert again.html is not None and f'src="{asset}"' in again.html.read_text()
+    assert [p.name for p in (tmp_path / "out").glob("*.js")] == [asset]
+
+
+def test_a_batch_shares_one_plotly_js_beside_its_index(notebooks: Path, tmp_path: Path) -> None:
+    import plotly
+
+    base = tmp_path / "reports"
+    (base / "000").mkdir(parents=True)
+    runner.write_plotly_js(base)
+    result = runner.run("stuck-tcp", parameters={"pod_ip": "10.0.0.1"}, out=base / "000")
+    assert result.html is not None
+    assert f'<script src="../plotly-{plotly.__version__}.min.js"></script>' in result.html.read_text()
+    assert list((base / "000").glob("*.js")) == []
+
+
+def test_index_page_puts_findings_first_with_colours_and_the_first_sentence(tmp_path: Path) -> None:
+    rows = [
+        {"target": "node-a", "verdict": "healthy", "summary": "All good.", "report": "000/a.html", "error": None},
+        {"target": "node-b", "verdict": None, "summary": "", "report": None, "error": "cannot reach the node"},
+        {"target": "node-c", "verdict": "stale-cgroup-program", "report": "002/c.html", "error": None,
+         "summary": "Program 7 rewrites 10.96.0.10:80 to 10.244.1.99:8080. The program using the agent's map is 9."},
+    ]  # fmt: skip
+    page = batch.write_index("cgroup-progs", rows, tmp_path).read_text()
+    assert page.index("node-c") < page.index("node-b") < page.index("node-a")  # findings, errors, healthy
+    assert "<summary>Program 7 rewrites 10.96.0.10:80 to 10.244.1.99:8080.</summary>" in page
+    assert "The program using the agent&#x27;s map is 9." in page
+    assert "color:#cf222e'>stale-cgroup-program<" in page and "color:#1a7f37'>healthy<" in page
+    assert page.count("report</a>") == 2 and "cannot reach the node" in page
+    assert "3 targets" in page and "<script>" in page and "src=" not in page.replace('href="', "")
+    assert json.loads((tmp_path / "index.json").read_text()) == rows
 
 
 def test_writeup(notebooks: Path, tmp_path: Path) -> None:
