@@ -7,6 +7,9 @@ told from a copy held only by an old program.
 
 from __future__ import annotations
 
+import base64
+import inspect
+import json
 from typing import TYPE_CHECKING
 
 from netlab.capability import Check, Mechanism, Node, capability, command
@@ -71,23 +74,52 @@ def effective_programs(target: Target, cgroup: str) -> pd.DataFrame:
     return cgroups_from_json([{**r, "cgroup": cgroup} for r in rows])[_ATTACHMENTS]
 
 
-def read(target: Target, map_id: int, *, name: str, key_size: int, value_size: int) -> MapData:
+def read(target: Target, map_id: int, *, name: str, key_size: int, value_size: int,
+         max_entries: int = 2_000_000) -> MapData:  # fmt: skip
     """Every entry of map ``map_id`` as raw keys and values, read once: the kernel's batch
-    lookup where this machine can run it, else ``bpftool -j map dump``. The result names
-    the mechanism; sizes come from ``map show``, so an empty map is still typed."""
+    lookup (:mod:`netlab.probes.map_batch`, in this process or by the node's python3),
+    else ``bpftool -j map dump``. The result names the mechanism and why the preferred
+    one was not used; sizes come from ``map show``, so an empty map is still typed."""
     from netlab.collectors import bpfmap
 
     host = target.host()
-    if host.is_local:
-        try:
-            return bpfmap.read(map_id=map_id)
-        except NetlabError:
-            pass  # batch lookup unsupported for this map type, or no libbpf: bpftool reads it
+    try:
+        if host.is_local:
+            data = bpfmap.read(map_id=map_id, max_entries=max_entries)
+        else:
+            data = _read_on_node(host, map_id, max_entries)
+        if (data.key_size, data.value_size) != (key_size, value_size):
+            raise NetlabError(f"map {map_id} ({name}): the kernel says key {data.key_size}, value "
+                              f"{data.value_size}; map show said {key_size}, {value_size}")  # fmt: skip
+        return data
+    except NetlabError as exc:
+        why = exc.message  # no batch lookup for this map type or kernel, no python3: bpftool reads it
     entries = dump(host, map_id)
     if any(e.value is None or len(e.value) != value_size or len(e.key) != key_size for e in entries):
         raise NetlabError(f"map {map_id} ({name}): bpftool printed entries of other sizes than the map's")
     return bpfmap.MapData(map_id, name, key_size, value_size, b"".join(e.key for e in entries),
-                   b"".join(e.value or b"" for e in entries), len(entries), "bpftool -j map dump (JSON)", False)  # fmt: skip
+                          b"".join(e.value or b"" for e in entries), len(entries),
+                          f"bpftool -j map dump (JSON; batch lookup: {why})", False)  # fmt: skip
+
+
+def _read_on_node(host: Target, map_id: int, max_entries: int) -> MapData:
+    """The batch reader run by the node's python3 (standard library only), its buffers
+    sent back as base64."""
+    from netlab.collectors import bpfmap
+    from netlab.probes import map_batch
+
+    source = inspect.getsource(map_batch)
+    result = host.run(["python3", "-c", source, str(int(map_id)), str(int(max_entries))], check=False,
+                      timeout=120)  # fmt: skip
+    lines = result.stdout.splitlines()
+    try:
+        info = json.loads(lines[0]) if lines else {"error": result.brief_error() or "no output"}
+        if "error" in info:
+            raise NetlabError(f"on {host.url}: {info['error']}")
+        keys, values = base64.b64decode(lines[1], validate=True), base64.b64decode(lines[2], validate=True)
+    except (ValueError, IndexError) as exc:
+        raise NetlabError(f"map {map_id}: the node's batch reader printed something else ({exc})") from None
+    return bpfmap.from_batch(info, keys, values)
 
 
 def keys(target: Target, map_id: int) -> list[MapEntry]:

@@ -1,28 +1,30 @@
-"""Reading whole BPF maps fast: the kernel's batch lookup into numpy buffers.
+"""Reading whole BPF maps fast: the kernel's batch lookup into contiguous buffers.
 
 ``bpftool -j map dump`` prints every byte as a JSON string ("0x0a"), which for a
 million-entry Cilium map means gigabytes of text. Here the map is read with
-``bpf_map_lookup_batch`` (libbpf, from the OS's libbpf.so.1) straight into contiguous key
-and value buffers, which :func:`netlab.decoders.decode_entries` turns into a DataFrame
-without a per-entry Python loop. Maps that do not support batch lookup (sockhash,
-sockmap) fall back to ``bpftool -j map dump``; the result says which way was used.
-Local only: on a remote node this runs through ``netlab`` there.
+``BPF_MAP_LOOKUP_BATCH`` (:mod:`netlab.probes.map_batch`, which a remote node runs with
+its own python3) straight into key and value buffers, which
+:func:`netlab.decoders.decode_entries` turns into a DataFrame without a per-entry Python
+loop. Maps that do not support batch lookup (sockhash, sockmap) fall back to ``bpftool
+-j map dump``; the result says which way was used. :func:`libbpf` is for the writers
+(the lab and the benchmarks fill maps with ``bpf_map_update_batch``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
-import os
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from netlab import params
 from netlab.decoders import MapLayout, decode_entries, detect_layout
 from netlab.errors import NetlabError
+from netlab.probes import map_batch
+
+#: How a map read by :mod:`netlab.probes.map_batch` was read (recorded in reports).
+BATCH = "bpf_map_lookup_batch (the bpf() system call, 64k entries per call)"
 
 _lib: ctypes.CDLL | None = None
 
@@ -49,17 +51,6 @@ def libbpf() -> ctypes.CDLL:
     return _lib
 
 
-class _MapInfo(ctypes.Structure):
-    # struct bpf_map_info (include/uapi/linux/bpf.h), the fields up to the name.
-    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
-                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32), ("map_flags", ctypes.c_uint32),
-                ("name", ctypes.c_char * 16), ("rest", ctypes.c_uint8 * 64)]  # fmt: skip
-
-
-class _BatchOpts(ctypes.Structure):
-    _fields_ = [("sz", ctypes.c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
-
-
 @dataclass
 class MapData:
     map_id: int
@@ -73,55 +64,21 @@ class MapData:
     truncated: bool
 
 
-def _open(pin: str | None, map_id: int | None) -> int:
-    lib = libbpf()
-    if pin:
-        fd = lib.bpf_obj_get(params.path(pin, "pin").encode())
-    elif map_id is not None:
-        fd = lib.bpf_map_get_fd_by_id(ctypes.c_uint32(int(map_id)))
-    else:
-        raise NetlabError("read a map by pin or by id")
-    if fd < 0:
-        raise NetlabError(f"map {pin or map_id}: cannot open it: {os.strerror(-fd)}")
-    return fd
-
-
 def read(*, pin: str | None = None, map_id: int | None = None, max_entries: int = 2_000_000,
          chunk: int = 65536) -> MapData:  # fmt: skip
     """Every entry of a hash/array map with the kernel's batch lookup, at most
     ``max_entries`` (the result says when it stopped there)."""
-    lib = libbpf()
-    fd = _open(pin, map_id)
     try:
-        info = _MapInfo()
-        size = ctypes.c_uint32(ctypes.sizeof(info))
-        if lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)) < 0:
-            raise NetlabError(f"map {pin or map_id}: cannot read its info")
-        ks, vs = info.key_size, info.value_size
-        limit = min(max_entries, info.max_entries)
-        keys = np.empty(limit * ks, np.uint8)
-        values = np.empty(limit * vs, np.uint8)
-        opts = _BatchOpts(ctypes.sizeof(_BatchOpts), 0, 0)
-        batch_key = ctypes.create_string_buffer(max(ks, 8))
-        done = 0
-        first = True
-        while done < limit:
-            count = ctypes.c_uint32(min(chunk, limit - done))
-            rc = lib.bpf_map_lookup_batch(fd, None if first else batch_key, batch_key,
-                                          keys[done * ks:].ctypes.data, values[done * vs:].ctypes.data,
-                                          ctypes.byref(count), ctypes.byref(opts))  # fmt: skip
-            first = False
-            done += count.value
-            if rc < 0:
-                if -rc == errno.ENOENT:
-                    break  # the last batch
-                if -rc in (errno.EINVAL, errno.ENOTSUP, 524) and done == 0:  # 524: the kernel's ENOTSUPP
-                    raise NetlabError(f"map {pin or map_id}: batch lookup unsupported for this map type")
-                raise NetlabError(f"map {pin or map_id}: batch lookup failed: {os.strerror(-rc)}")
-        return MapData(info.id, info.name.decode(errors="replace"), ks, vs, keys[: done * ks].tobytes(),
-                       values[: done * vs].tobytes(), done, "bpf_map_lookup_batch (libbpf)", done >= max_entries)  # fmt: skip
-    finally:
-        os.close(fd)
+        info, keys, values = map_batch.read(map_id, None if pin is None else params.path(pin, "pin"),
+                                            max_entries=max_entries, chunk=chunk)  # fmt: skip
+    except map_batch.BatchError as exc:
+        raise NetlabError(str(exc)) from None
+    return from_batch(info, keys, values)
+
+
+def from_batch(info: dict, keys: bytes, values: bytes) -> MapData:
+    return MapData(int(info["id"]), str(info["name"]), int(info["key_size"]), int(info["value_size"]), keys,
+                   values, int(info["count"]), BATCH, bool(info["truncated"]))  # fmt: skip
 
 
 def frame(*, pin: str | None = None, map_id: int | None = None, layout: MapLayout | None = None,

@@ -1,16 +1,23 @@
-"""The fast map reader on a real pinned map: what was written is what is read."""
+"""The fast map reader on a real pinned map: what was written is what is read, in this
+process and by a node's own python3 over real ssh (the same bytes, still the batch
+lookup), with bpftool as the fallback for maps that have no batch lookup."""
 
 from __future__ import annotations
 
+import ctypes
+import os
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from netlab import naming
-from netlab.collectors import bpfmap
+from netlab.collectors import bpf_objects, bpfmap
 from netlab.decoders import encode, map_layout
 from netlab.errors import NetlabError
+from netlab.targets import open_target
 
 pytestmark = pytest.mark.kernel
 
@@ -31,9 +38,6 @@ def test_batch_read_round_trip() -> None:
     try:
         lib = bpfmap.libbpf()
         fd = lib.bpf_obj_get(pin.encode())
-        import ctypes
-        import os
-
         count = ctypes.c_uint32(len(keys))
         assert (
             lib.bpf_map_update_batch(fd, keys.ctypes.data, values.ctypes.data, ctypes.byref(count), None) == 0
@@ -53,3 +57,60 @@ def test_batch_read_round_trip() -> None:
 def test_missing_map_is_one_line() -> None:
     with pytest.raises(NetlabError, match="cannot open it"):
         bpfmap.read(pin=f"/sys/fs/bpf/{naming.PREFIX}_does_not_exist")
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """A pinned hash map of Cilium's lb4 service shape with 100,000 entries: (pin, id)."""
+    pin = f"/sys/fs/bpf/{naming.PREFIX}_test_remote_lb4"
+    subprocess.run(["bpftool", "map", "create", pin, "type", "hash", "key", "12", "value", "12", "entries",
+                    "131072", "name", "cilium_lb4_serv"], check=True)  # fmt: skip
+    try:
+        keys = np.zeros((100_000, 12), np.uint8)
+        keys[:, :4] = np.arange(100_000, dtype=">u4").view(np.uint8).reshape(-1, 4)
+        values = np.repeat(np.arange(12, dtype=np.uint8)[None, :], 100_000, axis=0)
+        lib = bpfmap.libbpf()
+        fd = lib.bpf_obj_get(pin.encode())
+        count = ctypes.c_uint32(len(keys))
+        assert (
+            lib.bpf_map_update_batch(fd, keys.ctypes.data, values.ctypes.data, ctypes.byref(count), None) == 0
+        )
+        os.close(fd)
+        yield pin, bpfmap.read(pin=pin).map_id
+    finally:
+        subprocess.run(["rm", "-f", pin], check=True)
+
+
+def test_a_remote_node_reads_with_its_own_python_and_batch_lookup(
+    filled: tuple[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import need
+    from tests.kernel.sshd import sshd
+
+    need(os.path.exists("/usr/sbin/sshd"), "openssh-server is not installed")
+    pin, map_id = filled
+    local = bpf_objects.read(open_target("local"), map_id, name="cilium_lb4_serv", key_size=12, value_size=12)
+    with sshd(tmp_path) as config:
+        monkeypatch.setenv("NETLAB_SSH_CONFIG", str(config))
+        remote = bpf_objects.read(open_target("ssh://root@127.0.0.1"), map_id, name="cilium_lb4_serv",
+                                  key_size=12, value_size=12)  # fmt: skip
+    assert remote.count == local.count == 100_000
+    assert remote.mechanism == local.mechanism == bpfmap.BATCH
+    assert (remote.keys, remote.values) == (local.keys, local.values)
+
+
+def test_a_map_without_batch_lookup_falls_back_to_bpftool_and_says_why() -> None:
+    pin = f"/sys/fs/bpf/{naming.PREFIX}_test_sockhash"
+    subprocess.run(["bpftool", "map", "create", pin, "type", "sockhash", "key", "44", "value", "4", "entries",
+                    "16", "name", "cilium_sock_ops"], check=True)  # fmt: skip
+    try:
+        map_id = int(
+            bpf_objects.maps(open_target("local")).query("name == 'cilium_sock_ops'")["map_id"].max()
+        )
+        data = bpf_objects.read(
+            open_target("local"), map_id, name="cilium_sock_ops", key_size=44, value_size=4
+        )
+    finally:
+        subprocess.run(["rm", "-f", pin], check=True)
+    assert data.count == 0 and data.mechanism.startswith("bpftool -j map dump (JSON; batch lookup: ")
+    assert "unsupported" in data.mechanism
