@@ -57,8 +57,9 @@ class MapData:
     name: str
     key_size: int
     value_size: int
-    keys: bytes
-    values: bytes
+    # The kernel's buffers as read (read-only views, not copies), or bpftool's bytes.
+    keys: bytes | memoryview
+    values: bytes | memoryview
     count: int
     mechanism: str
     truncated: bool
@@ -76,16 +77,20 @@ def read(*, pin: str | None = None, map_id: int | None = None, max_entries: int 
     return from_batch(info, keys, values)
 
 
-def from_batch(info: dict, keys: bytes, values: bytes) -> MapData:
+def from_batch(info: dict, keys: bytes | memoryview, values: bytes | memoryview) -> MapData:
     return MapData(int(info["id"]), str(info["name"]), int(info["key_size"]), int(info["value_size"]), keys,
                    values, int(info["count"]), BATCH, bool(info["truncated"]))  # fmt: skip
 
 
 def frame(*, pin: str | None = None, map_id: int | None = None, layout: MapLayout | None = None,
-          max_entries: int = 2_000_000) -> pd.DataFrame:  # fmt: skip
-    """A map read and decoded into a DataFrame (layout detected from name and sizes)."""
+          max_entries: int = 2_000_000, compact: bool = True) -> pd.DataFrame:  # fmt: skip
+    """A map read and decoded into a DataFrame (layout detected from name and sizes).
+
+    ``compact`` (the default, for maps of a million entries): IPv4 addresses stay
+    integers and enums categoricals, so the table costs about what the map's bytes do;
+    :func:`netlab.decoders.addresses.readable` formats the rows you show."""
     data = read(pin=pin, map_id=map_id, max_entries=max_entries)
     chosen = layout or detect_layout(data.name, data.key_size, data.value_size)[0]
-    out = decode_entries(chosen.key, chosen.value, data.keys, data.values)
+    out = decode_entries(chosen.key, chosen.value, data.keys, data.values, compact=compact)
     out.attrs.update(layout=str(chosen), mechanism=data.mechanism, truncated=data.truncated)
     return out

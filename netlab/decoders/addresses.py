@@ -28,6 +28,18 @@ def format_ipv4(values: np.ndarray) -> np.ndarray:
     return _dotted_quads(np.asarray(uniques, dtype=np.uint32))[codes]
 
 
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the IPv4 columns a compact decode left as integers
+    (``attrs["ipv4_columns"]``) as dotted quads: formatting at display time, for the rows
+    shown (``readable(frame.head(50))``), not for a million kept."""
+    columns = [c for c in frame.attrs.get("ipv4_columns", []) if c in frame.columns]
+    if not columns:
+        return frame
+    out = frame.assign(**{c: format_ipv4(frame[c].to_numpy()) for c in columns})
+    out.attrs = {k: v for k, v in frame.attrs.items() if k != "ipv4_columns"}
+    return out
+
+
 def _dotted_quads(addresses: np.ndarray) -> np.ndarray:
     # A dump can hold a million distinct pod addresses, too many to format one at a time.
     # Each address gets 16 byte columns: three digit columns per octet (leading zeros

@@ -93,7 +93,7 @@ def as_records(layout: StructLayout, data: Blob, what: str = "entry") -> tuple[n
     if isinstance(data, np.ndarray) and data.dtype == np.uint8:
         data = data.tobytes()
     if isinstance(data, bytes | bytearray | memoryview):
-        raw = bytes(data)
+        raw = data  # read in place: a million-entry map is not copied to be decoded
         if len(raw) % size:
             raise DecodeError(f"{layout.name}: {len(raw)} bytes is not a whole number of {size}-byte {what}s")
         missing = np.zeros(len(raw) // size, dtype=bool)
@@ -112,10 +112,10 @@ def as_records(layout: StructLayout, data: Blob, what: str = "entry") -> tuple[n
     return np.frombuffer(raw, dtype=struct_dtype(layout)), missing
 
 
-def _decode_field(rec: np.ndarray, f: Field, layout: StructLayout) -> np.ndarray:
+def _decode_field(rec: np.ndarray, f: Field, layout: StructLayout, compact: bool = False) -> Any:
     col = rec[f.name]
     if f.kind == "ipv4_be":
-        return format_ipv4(col.astype(np.uint32))
+        return col.astype(np.uint32) if compact else format_ipv4(col.astype(np.uint32))
     if f.kind == "ipv6":
         return format_ipv6(col)
     if f.kind == "mac":
@@ -132,31 +132,58 @@ def _decode_field(rec: np.ndarray, f: Field, layout: StructLayout) -> np.ndarray
     values = col.astype(_HOST[f.kind])
     if f.enum is not None:
         codes, uniques = pd.factorize(values)
-        table = np.array([f.enum.get(int(u), str(int(u))) for u in uniques], dtype=object)
+        names = [f.enum.get(int(u), str(int(u))) for u in uniques]
+        if compact:
+            return pd.Categorical.from_codes(codes, categories=names) if names else pd.Categorical([])
+        table = np.array(names, dtype=object)
         return table[codes] if len(table) else np.empty(0, dtype=object)
     return values
 
 
-def decode_struct(layout: StructLayout, data: Blob, *, prefix: str = "") -> pd.DataFrame:
+def decode_struct(
+    layout: StructLayout, data: Blob, *, prefix: str = "", compact: bool = False
+) -> pd.DataFrame:
     """Decode every entry of ``data`` with ``layout`` into a DataFrame (one column per field).
 
     Entries given as None (a value bpftool could not read) decode to missing values.
+    ``compact`` keeps a big map small: IPv4 addresses stay host-order ``uint32`` (listed in
+    ``attrs["ipv4_columns"]``, formatted for display by
+    :func:`netlab.decoders.addresses.readable`) and enums are categoricals.
     """
+    columns, ipv4, rows = _columns(layout, data, prefix, compact)
+    return _frame(columns, ipv4, rows, compact)
+
+
+def _columns(
+    layout: StructLayout, data: Blob, prefix: str, compact: bool
+) -> tuple[dict[str, Any], list[str], int]:
     rec, missing = as_records(layout, data)
     columns: dict[str, Any] = {}
+    ipv4 = []
     for f in layout.fields:
         if f.kind == "pad":
             continue
-        col = _decode_field(rec, f, layout)
+        col = _decode_field(rec, f, layout, compact)
+        if compact and f.kind == "ipv4_be":
+            ipv4.append(prefix + f.name)
         if missing.any():
-            if col.dtype == object:
+            if isinstance(col, pd.Categorical) or col.dtype == object:
                 col = col.copy()
                 col[missing] = None
             else:
                 col = pd.array(col, dtype=_NULLABLE[col.dtype.type])
                 col[missing] = pd.NA
         columns[prefix + f.name] = col
-    return pd.DataFrame(columns, index=pd.RangeIndex(len(rec)))
+    return columns, ipv4, len(rec)
+
+
+def _frame(columns: dict[str, Any], ipv4: list[str], rows: int, compact: bool) -> pd.DataFrame:
+    # One block per column, as decoded: consolidating them by dtype (what concat or a
+    # copying constructor does) would hold every column twice at the peak.
+    frame = pd.DataFrame(columns, index=pd.RangeIndex(rows), copy=False)
+    if compact:
+        frame.attrs["ipv4_columns"] = ipv4
+    return frame
 
 
 def decode_entries(
@@ -164,22 +191,24 @@ def decode_entries(
     layout_value: StructLayout | None,
     keys: Blob,
     values: Blob | None = None,
+    *,
+    compact: bool = False,
 ) -> pd.DataFrame:
     """Decode map entries: key columns then value columns, one row per entry.
 
     ``keys`` and ``values`` are each one concatenated buffer or a list of per-entry bytes
     (a value may be None when bpftool could not read it). A value field whose name clashes
-    with a key field is prefixed ``value_``.
+    with a key field is prefixed ``value_``. ``compact``: see :func:`decode_struct`.
     """
-    frame = decode_struct(layout_key, keys)
+    columns, ipv4, rows = _columns(layout_key, keys, "", compact)
     if layout_value is None or values is None:
-        return frame
-    clash = set(layout_key.columns) & set(layout_value.columns)
-    vals = decode_struct(layout_value, values)
-    if len(vals) != len(frame):
-        raise DecodeError(f"{layout_key.name}/{layout_value.name}: {len(frame)} keys but {len(vals)} values")
-    vals.columns = [f"value_{c}" if c in clash else c for c in vals.columns]
-    return pd.concat([frame, vals], axis=1)
+        return _frame(columns, ipv4, rows, compact)
+    vals, vals_ipv4, count = _columns(layout_value, values, "", compact)
+    if count != rows:
+        raise DecodeError(f"{layout_key.name}/{layout_value.name}: {rows} keys but {count} values")
+    rename = {c: f"value_{c}" if c in columns else c for c in vals}
+    columns.update((rename[c], col) for c, col in vals.items())
+    return _frame(columns, ipv4 + [rename[c] for c in vals_ipv4], rows, compact)
 
 
 def _rows_frame(

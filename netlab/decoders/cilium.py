@@ -32,8 +32,8 @@ class RawMap(Protocol):
     name: str
     key_size: int
     value_size: int
-    keys: bytes
-    values: bytes
+    keys: bytes | memoryview
+    values: bytes | memoryview
 
 
 Entries = Sequence[MapEntry] | RawMap

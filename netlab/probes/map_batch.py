@@ -17,6 +17,7 @@ import base64
 import ctypes
 import errno
 import json
+import mmap
 import os
 import platform
 import struct
@@ -67,9 +68,10 @@ def _open(map_id: int | None, pin: str | None) -> int:
 
 
 def read(map_id: int | None = None, pin: str | None = None, max_entries: int = 2_000_000,
-         chunk: int = 65536) -> tuple[dict, bytes, bytes]:  # fmt: skip
+         chunk: int = 65536) -> tuple[dict, memoryview, memoryview]:  # fmt: skip
     """``(info, keys, values)``: every entry of the map (by id or pin), at most
-    ``max_entries``; ``info`` has id, name, key_size, value_size, count and truncated."""
+    ``max_entries``, as read-only views of the buffers the kernel wrote; ``info`` has id,
+    name, key_size, value_size, count and truncated."""
     fd = _open(map_id, pin)
     try:
         # struct bpf_map_info: type, id, key_size, value_size, max_entries, map_flags, name[16].
@@ -81,9 +83,11 @@ def read(map_id: int | None = None, pin: str | None = None, max_entries: int = 2
         _, ident, ks, vs, capacity, _ = struct.unpack_from("=6I", info.raw)
         name = info.raw[24:40].split(b"\0", 1)[0].decode(errors="replace")
         limit = min(max_entries, capacity)
-        keys, values = bytearray(limit * ks), bytearray(limit * vs)
-        key_base = ctypes.addressof((ctypes.c_char * len(keys)).from_buffer(keys)) if keys else 0
-        value_base = ctypes.addressof((ctypes.c_char * len(values)).from_buffer(values)) if values else 0
+        # Anonymous mappings: a page costs memory only once the kernel writes an entry
+        # into it, so a big map with few entries stays small, and nothing is copied out.
+        keys, values = mmap.mmap(-1, max(limit * ks, 1)), mmap.mmap(-1, max(limit * vs, 1))
+        key_base = ctypes.addressof(ctypes.c_char.from_buffer(keys))
+        value_base = ctypes.addressof(ctypes.c_char.from_buffer(values))
         # The kernel's position between calls: a hash map's bucket (4 bytes), an array's key.
         token = ctypes.create_string_buffer(max(ks, 8))
         done, first = 0, True
@@ -107,8 +111,7 @@ def read(map_id: int | None = None, pin: str | None = None, max_entries: int = 2
                 raise BatchError(f"map {pin or map_id}: batch lookup failed: {os.strerror(-rc)}")
         meta = {"id": ident, "name": name, "key_size": ks, "value_size": vs, "count": done,
                 "truncated": done >= max_entries or (rc == -errno.ENOSPC)}  # fmt: skip
-        # One copy each into immutable bytes (a slice of the bytearray would be a second).
-        return meta, bytes(memoryview(keys)[: done * ks]), bytes(memoryview(values)[: done * vs])
+        return meta, memoryview(keys)[: done * ks].toreadonly(), memoryview(values)[: done * vs].toreadonly()
     finally:
         os.close(fd)
 

@@ -16,6 +16,7 @@ import pytest
 from netlab import naming
 from netlab.collectors import bpf_objects, bpfmap
 from netlab.decoders import encode, map_layout
+from netlab.decoders.addresses import readable
 from netlab.errors import NetlabError
 from netlab.targets import open_target
 
@@ -47,8 +48,12 @@ def test_batch_read_round_trip() -> None:
     finally:
         subprocess.run(["rm", "-f", pin], check=True)
     assert len(frame) == 3000 and frame.attrs["mechanism"].startswith("bpf_map_lookup_batch")
+    # Compact by default: the address is an integer until it is shown.
+    assert frame["address"].dtype == np.uint32 and frame.attrs["ipv4_columns"] == ["address"]
+    assert frame["dport"].dtype == np.uint16
+    shown = readable(frame)
     got = sorted(
-        zip(frame["address"], frame["dport"], frame["backend_slot"], frame["backend_id"], strict=True)
+        zip(shown["address"], shown["dport"], shown["backend_slot"], shown["backend_id"], strict=True)
     )
     want = sorted((r["address"], r["dport"], r["backend_slot"], i) for i, r in enumerate(rows))
     assert got == want

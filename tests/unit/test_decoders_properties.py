@@ -160,3 +160,22 @@ def test_truncated_samples_parse_or_name_the_line(name, key_size, data):
     assert len(entries) <= len(full)
     for got, want in zip(entries[:-1], full, strict=False):
         assert got.key == want.key
+
+
+@pytest.mark.parametrize("layout", STRUCTS, ids=lambda s: s.name)
+@FAST
+@given(data=st.binary(min_size=0, max_size=64))
+def test_compact_decode_shows_the_same_table(layout: StructLayout, data: bytes) -> None:
+    """A compact decode (IPv4 as integers, enums as categoricals) formatted for display
+    is the plain decode, for any bytes."""
+    from netlab.decoders.addresses import readable
+
+    seed = data or b"\0"
+    blob = (seed * (3 * layout.size // len(seed) + 1))[: 3 * layout.size]
+    plain = decode_struct(layout, blob)
+    compact = decode_struct(layout, blob, compact=True)
+    ipv4 = [f.name for f in layout.fields if f.kind == "ipv4_be"]
+    assert compact.attrs["ipv4_columns"] == ipv4
+    assert all(str(compact[c].dtype) == "uint32" for c in ipv4)
+    shown = readable(compact)
+    pd.testing.assert_frame_equal(shown.astype(object), plain.astype(object))
