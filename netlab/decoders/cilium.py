@@ -17,7 +17,7 @@ import pandas as pd
 
 from netlab.decoders.bpftool import MapEntry
 from netlab.decoders.bulk import decode_entries
-from netlab.decoders.layout import MapLayout, detect_layout, flag_set, map_layouts
+from netlab.decoders.layout import MapLayout, detect_layout, flag_set, map_layouts, tell_apart
 from netlab.errors import DecodeError
 
 #: LB algorithm in the top 8 bits of the frontend's union word (common.h LB_ALGORITHM_SHIFT).
@@ -49,12 +49,15 @@ def _decoded(
     fits = (
         [layout] if layout else detect_layout(map_name or entries.name, entries.key_size, entries.value_size)
     )
+    # Sizes alone cannot tell some versions apart (lb4 services D and F): the bytes may,
+    # and the layout label says what they showed.
+    fits, note = tell_apart(fits, entries.keys, entries.values)
     chosen = fits[0]
     frame = decode_entries(chosen.key, chosen.value, entries.keys, entries.values)
     if chosen.key.lpm is not None:
         frame["cidr"] = _lpm_cidr(frame, *chosen.key.lpm)
-    # Sizes alone cannot tell some versions apart (lb4 services D and F): say so.
     frame.attrs["also_fits"] = [str(m) for m in fits[1:]]
+    frame.attrs["layout_note"] = note
     return frame, chosen
 
 
@@ -230,7 +233,9 @@ def decode_lb_services(
 
 def _layout_label(chosen: MapLayout, frame: pd.DataFrame) -> str:
     others = frame.attrs.get("also_fits") or []
-    return str(chosen) + (f"; the same sizes also fit {', '.join(others)}" if others else "")
+    label = str(chosen) + (f"; the same sizes also fit {', '.join(others)}" if others else "")
+    note = frame.attrs.get("layout_note")
+    return f"{label} ({note})" if note else label
 
 
 def decode_lb_backends(

@@ -302,3 +302,82 @@ def detect_layout(map_name: str | None, key_size: int, value_size: int) -> list[
             f"(known key/value sizes for this name: {', '.join(known)})"
         )
     raise DecodeError(f"{label} (key {key_size} B, value {value_size} B): no known layout")
+
+
+# Kubernetes caps sessionAffinityConfig.clientIP.timeoutSeconds at 86400: a frontend word
+# of 2**24 or more is no affinity timeout, it carries v1.18's LB algorithm in its top byte.
+_MAX_AFFINITY_TIMEOUT = 1 << 24
+
+
+def tell_apart(fits: list[MapLayout], keys: Any, values: Any) -> tuple[list[MapLayout], str]:
+    """Of several layouts that fit one map's sizes (newest first), those its bytes allow,
+    and a sentence saying what differs between them and what the bytes showed.
+
+    A layout is ruled out when its padding holds data in any entry (the agent writes
+    padding as zeros), or when it reads a frontend's word as an affinity timeout and a
+    frontend's word is too large for one. When several remain, the bytes where they
+    differ are zero in every entry and they read the map alike."""
+    if len(fits) < 2:
+        return fits, ""
+    import numpy as np  # here: the lab, shipped to nodes without numpy, imports this module
+
+    k = np.frombuffer(keys, np.uint8).reshape(-1, fits[0].key.size)
+    v = np.frombuffer(values, np.uint8).reshape(-1, fits[0].value.size)
+    allowed, why = [], []
+    for m in fits:
+        pads = [(side, f) for side, s, rows in (("key", m.key, k), ("value", m.value, v)) for f in s.fields
+                if f.kind == "pad" and rows[:, f.offset:f.offset + f.size].any()]  # fmt: skip
+        if pads:
+            side, f = pads[0]
+            why.append(f"not {m.variant}: its {side} padding at byte {f.offset} holds data")
+            continue
+        if m.value.frontend_word == "affinity_timeout" and _big_frontend_word(m, k, v):
+            why.append(f"not {m.variant}: a frontend's word is too large for an affinity timeout")
+            continue
+        allowed.append(m)
+
+    def fields(ms: list[MapLayout]) -> list[set[tuple[str, int, int, str, str]]]:
+        return [{(side, f.offset, f.size, f.kind, f.name) for side, s in (("key", m.key), ("value", m.value))
+                 for f in s.fields} for m in ms]  # fmt: skip
+
+    shapes = fields(fits)
+    differ = sorted({f[4] for shape in shapes for f in shape - shapes[0].intersection(*shapes[1:])})
+    words = {m.value.frontend_word for m in fits}
+    if len(words) > 1:
+        differ.append("the frontend's word (" + " or ".join(sorted(w for w in words if w)) + ")")
+    variants = "/".join(m.variant for m in fits)
+    note = f"{variants} fit the sizes; they differ in {', '.join(differ) or 'names only'}"
+    if len(allowed) > 1:
+        left, rows = fields(allowed), {"key": k, "value": v}
+        used = any(rows[side][:, off : off + size].any() for shape in left
+                   for side, off, size, _, _ in shape - left[0].intersection(*left[1:]))  # fmt: skip
+        # v1.18 keeps the affinity timeout in the word's low 24 bits: with no algorithm in
+        # the top byte, both read a frontend's word alike.
+        left_words = {m.value.frontend_word for m in allowed}
+        same_word = len(left_words) == 1 or (
+            left_words <= {"affinity_timeout", "lb_alg_affinity"} and not _big_frontend_word(allowed[0], k, v)
+        )
+        names = "/".join(m.variant for m in allowed)
+        if not used and same_word:
+            note += f": where {names} differ the bytes are zero in every entry, so they read this map alike"
+        else:
+            note += f"; the bytes rule out none of {names}, which read some fields differently: read as {allowed[0].variant}"
+        if why:
+            note += " (" + "; ".join(why) + ")"
+    elif allowed:
+        note += f"; the bytes say {allowed[0].variant} (" + "; ".join(why) + ")"
+    else:
+        note += "; the bytes fit none of them (" + "; ".join(why) + ")"
+    return allowed or fits[:1], note
+
+
+def _big_frontend_word(m: MapLayout, k: Any, v: Any) -> bool:
+    slot = next((f for f in m.key.fields if f.name == "backend_slot"), None)
+    word = next((f for f in m.value.fields if f.name == "backend_id"), None)
+    if slot is None or word is None or not len(k):
+        return False
+    fronts = k[:, slot.offset : slot.offset + slot.size].any(axis=1) == 0
+    import numpy as np
+
+    words = np.ascontiguousarray(v[fronts, word.offset : word.offset + 4]).view("<u4").reshape(-1)
+    return bool((words >= _MAX_AFFINITY_TIMEOUT).any())

@@ -101,3 +101,54 @@ def test_nothing_fits_names_map_and_sizes():
     assert "12/12" in str(e.value)  # tells which sizes would have fitted
     with pytest.raises(DecodeError, match="key 3 B, value 5 B"):
         detect_layout(None, 3, 5)
+
+
+def _raw(name: str, layout_variant: str, keys: list[dict], values: list[dict]):  # type: ignore[no-untyped-def]
+    """A whole map's bytes, as the batch reader hands them to the decoders."""
+    from netlab.collectors.bpfmap import MapData
+    from netlab.decoders import encode
+
+    table = "lb4_services" if "serv" in name else "lb4_backends"
+    layout = map_layout(table, layout_variant)
+    k, v = encode(layout.key, keys), encode(layout.value, values)
+    return MapData(1, name, layout.key.size, layout.value.size, k, v, len(keys), "test", False)
+
+
+def test_services_of_several_versions_say_what_differs_and_how_they_were_read() -> None:
+    """A v1.14 service map (D) has the sizes of v1.18's (F) and v1.5's (C). Nothing in its
+    bytes rules either out: the label names all three, what differs between them and
+    which reading was used; the frontend's word reads as the same timeout in D and F."""
+    from netlab.decoders import decode_lb_services
+
+    keys = [{"address": "10.96.0.10", "dport": 80, "backend_slot": s} for s in (0, 1)]
+    frame = decode_lb_services(_raw("cilium_lb4_serv", "D", keys, [{"backend_id": 3600, "count": 1},
+                                                                   {"backend_id": 7, "count": 0}]))  # fmt: skip
+    label = frame.attrs["layout"]
+    assert label.startswith("lb4_services/F") and "also fit lb4_services/D" in label
+    assert "they differ in" in label and "qcount" in label and "read as F" in label
+    assert frame.loc[frame["is_frontend"], "affinity_timeout"].tolist() == [3600]
+
+
+def test_services_bytes_rule_out_a_layout() -> None:
+    from netlab.decoders import decode_lb_services
+
+    keys = [{"address": "10.96.0.10", "dport": 80, "backend_slot": s} for s in (0, 1)]
+    # v1.18: maglev in the frontend word's top byte, a quarantined slot counted in qcount.
+    f = decode_lb_services(_raw("cilium_lb4_serv", "F", keys, [{"backend_id": (2 << 24) | 30, "count": 1, "qcount": 1},
+                                                               {"backend_id": 7, "count": 0, "qcount": 0}]))  # fmt: skip
+    assert "the bytes say F (not D: its value padding at byte 10 holds data" in f.attrs["layout"]
+    assert "also fit" not in f.attrs["layout"]
+    assert f.loc[f["is_frontend"], "lb_algorithm"].tolist() == ["maglev"]
+    # Without the quarantine count, the frontend word alone rules D out.
+    g = decode_lb_services(_raw("cilium_lb4_serv", "F", keys, [{"backend_id": (2 << 24) | 30, "count": 1},
+                                                               {"backend_id": 7, "count": 0}]))  # fmt: skip
+    assert "too large for an affinity timeout" in g.attrs["layout"]
+
+
+def test_backends_e_and_f_told_apart_by_the_zone_byte() -> None:
+    from netlab.decoders import decode_lb_backends
+
+    rows = [{"backend_id": 1}]
+    backend = [{"address": "10.244.1.11", "port": 8080, "proto": 6, "cluster_id": 1, "zone": 3}]
+    frame = decode_lb_backends(_raw("cilium_lb4_back", "F", rows, backend))
+    assert "the bytes say F (not E: its value padding at byte 9 holds data" in frame.attrs["layout"]
