@@ -28,7 +28,14 @@ from netlab.decoders import decode_lb_backends, decode_lb_services
 from netlab.errors import NetlabError
 from netlab.findings import HEALTHY, Findings
 from netlab.investigations.base import LIKELY, NOTHING, WORTH_A_LOOK, Evidence, Investigation, Param, Signal
-from netlab.investigations.socket_lb import SERVICE_MAPS, UNCHANGED, SocketLB, is_backend_map, is_service_map
+from netlab.investigations.socket_lb import (
+    CONNECT,
+    SERVICE_MAPS,
+    UNCHANGED,
+    SocketLB,
+    is_backend_map,
+    is_service_map,
+)
 from netlab.probes import connect_dest
 from netlab.targets import Target
 
@@ -49,24 +56,23 @@ REAL_CONNECT = Mechanism("a probe process (python3) joins the cgroup, connects o
 
 
 def parse_service(value: str, param: str = "service") -> tuple[str, int]:
-    """``ADDRESS:PORT`` (IPv4) into its parts, validated.
-
-    IPv6 services (``cilium_lb6_*`` maps, connect6 programs) are not walked yet, so an
-    IPv6 address is refused rather than answered with a healthy verdict about lb4 maps."""
+    """``ADDRESS:PORT`` (``10.96.0.10:80``) or ``[ADDRESS]:PORT`` for IPv6
+    (``[fd00::a]:80``) into its parts, validated."""
     text = str(value).strip()
     address, sep, port = text.rpartition(":")
-    if not sep:
-        raise NetlabError(f"parameter {param}: {value!r} is not ADDRESS:PORT")
-    address = params.ip_address(address.strip("[]"), param)
-    if ":" in address:
-        raise NetlabError(f"parameter {param}: {value!r} is an IPv6 service; this investigation reads the IPv4 "
-                          "socket-LB maps (cilium_lb4_*) only")  # fmt: skip
-    return address, params.port(port, param)
+    bracketed = address.startswith("[") and address.endswith("]")
+    if not sep or (":" in address and not bracketed):
+        raise NetlabError(f"parameter {param}: {value!r} is not ADDRESS:PORT (IPv6: [ADDRESS]:PORT)")
+    return params.ip_address(address[1:-1] if bracketed else address, param), params.port(port, param)
+
+
+def frontend(address: str, port: int) -> str:
+    """A service as the decoders write frontends: ``10.96.0.10:80``, ``[fd00::a]:80``."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _service_param(value: Any, name: str) -> str:
-    address, port = parse_service(value, name)
-    return f"{address}:{port}"
+    return frontend(*parse_service(value, name))
 
 
 class CgroupProgs(Investigation):
@@ -80,7 +86,7 @@ class CgroupProgs(Investigation):
         Param("cgroup", str, "", "the affected pods' cgroup: its effective programs are walked, and the real "
               "connect() probe runs in it",
               params.path, lab="cgroup"),
-        Param("service", str, "", "the unreachable service, ADDRESS:PORT (default: every service)",
+        Param("service", str, "", "the unreachable service, ADDRESS:PORT or [IPv6]:PORT (default: every service)",
               _service_param, lab="service"),
     )  # fmt: skip
     steps = (
@@ -167,7 +173,9 @@ class CgroupProgs(Investigation):
                     continue
                 data = bpf_objects.read(self.target, int(row.map_id), name=str(row.name), key_size=int(row.key_size),
                                         value_size=int(row.value_size))  # fmt: skip
-                frame = (decode_lb_services if is_service_map(row.name) else decode_lb_backends)(data)
+                # Typed by the map's own name (lb4 or lb6, as the kernel keeps it) and sizes.
+                decode = decode_lb_services if is_service_map(row.name) else decode_lb_backends
+                frame = decode(data, map_name=None)
                 frame.attrs["mechanism"] = data.mechanism
                 decoded[int(row.map_id)] = frame
             self._lb = SocketLB(self._progs, self._maps, decoded)
@@ -181,7 +189,7 @@ class CgroupProgs(Investigation):
         lb = self._socket_lb()
         copies = lb.copies()
         if copies.empty:
-            self.skipped("lb maps", "no Cilium lb4 service or backend map on the node")
+            self.skipped("lb maps", "no Cilium LB service or backend map (lb4 or lb6) on the node")
             return pd.DataFrame()
         self.results["lb_copies"] = copies
         self.evidence("LB map copies", copies[["map_id", "name", "max_entries", "entries", "layout", "copy"]],
@@ -191,7 +199,7 @@ class CgroupProgs(Investigation):
         self.used(
             "lb maps", f"{', '.join(mechanisms)}; decoded with netlab's Cilium layouts ({', '.join(layouts)})"
         )
-        self.results["lb_programs"] = len(lb.tables())
+        self.results["lb_programs"] = len({prog_id for prog_id, _ in lb.tables()})
         frame = lb.service_rows()
         # The evidence keeps what matters (where copies disagree), bounded; the whole
         # table is what this step returns.
@@ -206,8 +214,8 @@ class CgroupProgs(Investigation):
 
     # --- step 4 ------------------------------------------------------------------
     def connect_walk(self) -> pd.DataFrame:
-        """For the service(s), what each connect4 program in run order rewrites them to,
-        compared with the agent-managed map."""
+        """For the service(s), what each connect program of their family (connect4,
+        connect6) rewrites them to in run order, compared with the agent-managed map."""
         if self.mechanism("connect_walk") is None:
             return pd.DataFrame()
         lb = self._socket_lb()
@@ -217,16 +225,16 @@ class CgroupProgs(Investigation):
             attached = self.results["inventory"]
         # The walk follows the run order the kernel uses for a socket of each cgroup:
         # the affected cgroup's effective programs when it is given, else those of every
-        # cgroup with a connect4 program of its own (inherited ones included).
+        # cgroup with a connect program of its own (inherited ones included).
         walked = (
             [self.cgroup]
             if self.cgroup
-            else sorted(set(attached.loc[attached["hook"] == "connect4", "cgroup"]))
+            else sorted(set(attached.loc[attached["hook"].isin(list(CONNECT.values())), "cgroup"]))
         )
         host = self.target.host()
         effective = pd.concat([bpf_objects.effective_programs(host, c) for c in walked] or [attached.head(0)],
                               ignore_index=True)  # fmt: skip
-        services = [f"{self.service[0]}:{self.service[1]}"] if self.service else None
+        services = [frontend(*self.service)] if self.service else None
         frame, summary = lb.walk(effective, attached, services, self.cgroup_root)
         differing = frame[frame["differs_from_pinned"]] if len(frame) else frame
         # Evidence: every step of the services that end elsewhere than the agent's map
@@ -263,7 +271,7 @@ class CgroupProgs(Investigation):
         self.used("real connect", f"a probe process (python3) joined {cgroup}, connected once and exited")
         self.results["actual"] = seen
         self.evidence("a real connect() from the cgroup", [seen],
-                      "actual is the destination the kernel chose after every connect4 program ran")  # fmt: skip
+                      "actual is the destination the kernel chose after every connect program ran")  # fmt: skip
         return pd.DataFrame([seen])
 
     # --- verdict -----------------------------------------------------------------
@@ -279,25 +287,31 @@ class CgroupProgs(Investigation):
             if not results.get("lb_programs"):
                 return evidence.findings(
                     HEALTHY,
-                    "No cgroup program uses a Cilium lb4 service map; nothing rewrites connect() here.",
+                    "No cgroup program uses a Cilium LB service map; nothing rewrites connect() here.",
                 )
-            return evidence.inconclusive(["no connect4 program is attached under " + results["cgroup_root"]])
+            return evidence.inconclusive(
+                [
+                    "no connect program (connect4, connect6) for the services is attached under "
+                    + results["cgroup_root"]
+                ]
+            )
         bad = walk[walk["differs_from_pinned"] & (walk["rewrites_to"] != UNCHANGED)]
         agent = copies[copies["copy"].str.startswith("agent-managed")] if len(copies) else copies
         stale = bad[~bad["map_id"].isin(set(agent["map_id"].astype(int)) if len(agent) else set())]
         actual = results.get("actual", {})
+        hooks = walked.get("hooks", [])
         if stale.empty:
-            summary = (f"Every connect4 program agrees with the agent-managed service map, for all "
+            summary = (f"Every connect program agrees with the agent-managed service map, for all "
                        f"{walked.get('services', 0):,} services walked.")  # fmt: skip
-            crowded = {c: p for c, p in walked.get("programs", {}).items() if len(p) > 1}
-            for cgroup, programs in list(crowded.items())[:1]:
+            crowded = [h for h in hooks if len([p for p in h["programs"] if p.get("map_id") is not None]) > 1]
+            for h in crowded[:1]:
                 listed = ", ".join(
-                    f"{p['prog_id']} ({p['name']}, loaded {p['loaded_at'] or '?'})" for p in programs
+                    f"{p['prog_id']} ({p['name']}, loaded {p['loaded_at'] or '?'})" for p in h["programs"]
                 )
-                summary += (f" Several connect4 programs run for {cgroup}: {listed}. Their maps agree, as during "
-                            "an agent rollout; if the older one is still there once the rollout is over, it is a "
-                            "leftover that will rewrite from its own map when the services change.")  # fmt: skip
-            if not crowded and any(n > 1 for n in walked.get("programs_per_cgroup", {}).values()):
+                summary += (f" Several {h['hook']} programs run for {h['cgroup']}: {listed}. Their maps agree, as "
+                            "during an agent rollout; if the older one is still there once the rollout is over, it "
+                            "is a leftover that will rewrite from its own map when the services change.")  # fmt: skip
+            if not crowded and any(len(h["programs"]) > 1 for h in hooks):
                 summary += " Several programs share a hook, but their maps agree."
             return evidence.findings(HEALTHY, summary)
         first = stale.sort_values("position").iloc[0]
@@ -311,14 +325,16 @@ class CgroupProgs(Investigation):
             )
             pair = " and ".join(f"{r.map_id} ({r.reachable})" for r in same.itertuples())
         attached_at = str(first.get("attached_at") or first["cgroup"])
+        hook = str(first.get("hook") or "connect4")
         inherited = "" if attached_at == first["cgroup"] else f" (attached at {attached_at})"
         summary = (
             f"Program {first['prog_id']} ({first['name']}{', loaded ' + str(first['loaded_at']) if first.get('loaded_at') else ''}) "
-            f"runs at position {first['position']} of the connect4 programs of {first['cgroup']}{inherited} and rewrites "
+            f"runs at position {first['position']} of the {hook} programs of {first['cgroup']}{inherited} and rewrites "
             f"{first['service']} to {first['rewrites_to']} from its own map {first['map_id']}, while the "
             f"agent-managed map says {first['pinned_map_says']}."
         )
-        agents = [p for p in walked.get("programs", {}).get(first["cgroup"], []) if p.get("agent_map")]
+        agents = [p for h in hooks if (h["cgroup"], h["hook"]) == (first["cgroup"], hook) for p in h["programs"]
+                  if p.get("agent_map")]  # fmt: skip
         if agents:
             summary += f" The program using the agent's map is {agents[0]['prog_id']}, loaded {agents[0]['loaded_at']}."
         if pair:
@@ -326,10 +342,10 @@ class CgroupProgs(Investigation):
         if actual.get("actual"):
             summary += f" A real connect() from the cgroup went to {actual['actual']}."
         remediation = [
-            f"bpftool cgroup detach {attached_at} connect4 id {first['prog_id']}"
+            f"bpftool cgroup detach {attached_at} {hook} id {first['prog_id']}"
             if not attached_at.startswith("above ")
             else f"find the cgroup it is attached to (`bpftool cgroup tree` from the cgroup2 mount), then "
-            f"bpftool cgroup detach CGROUP connect4 id {first['prog_id']}",
+            f"bpftool cgroup detach CGROUP {hook} id {first['prog_id']}",
             "if that fails (the program is held by a bpf_link of a process that is gone, or by a "
             "pinned link), drain the node and reboot it: nothing else detaches it",
         ]

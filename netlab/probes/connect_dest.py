@@ -1,5 +1,6 @@
 """Where does ``connect()`` really go? Run inside a cgroup, it connects to ADDRESS PORT
-and prints the destination the kernel chose after every cgroup connect4 program ran.
+(IPv4 or IPv6) and prints the destination the kernel chose after every cgroup connect4
+or connect6 program ran.
 
 A socket still in SYN_SENT has no peer name (``getpeername`` says ENOTCONN), so the
 destination is read from the kernel's socket table (``/proc/self/net/tcp``) by the
@@ -14,28 +15,37 @@ import sys
 import time
 
 
+def _address(hex_text: str) -> str:
+    """An address as /proc/net/tcp{,6} prints it: 32-bit words in host (little-endian) order."""
+    raw = b"".join(int(hex_text[i : i + 8], 16).to_bytes(4, "little") for i in range(0, len(hex_text), 8))
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
 def destination(address: str, port: int, wait: float) -> dict:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    v6 = ":" in address
+    asked = f"[{address}]:{port}" if v6 else f"{address}:{port}"
+    sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
         sock.connect((address, port))
     except BlockingIOError:
         pass
     except OSError as exc:
-        return {"asked": f"{address}:{port}", "error": exc.strerror}
+        return {"asked": asked, "error": exc.strerror}
     _, writable, _ = select.select([], [sock], [], wait)
     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     inode = os.fstat(sock.fileno()).st_ino
-    with open("/proc/self/net/tcp") as table:
+    with open("/proc/self/net/tcp6" if v6 else "/proc/self/net/tcp") as table:
         for line in table.readlines()[1:]:
             fields = line.split()
             if int(fields[9]) == inode:
                 addr_hex, port_hex = fields[2].split(":")
-                ip = socket.inet_ntoa(int(addr_hex, 16).to_bytes(4, "little"))
+                ip = _address(addr_hex)
                 state = {"01": "ESTABLISHED", "02": "SYN_SENT"}.get(fields[3], fields[3])
-                return {"asked": f"{address}:{port}", "actual": f"{ip}:{int(port_hex, 16)}",
-                        "state": state, "connected": bool(writable) and err == 0}  # fmt: skip
-    return {"asked": f"{address}:{port}", "error": os.strerror(err) if err else "socket not found"}
+                actual = f"[{ip}]:{int(port_hex, 16)}" if v6 else f"{ip}:{int(port_hex, 16)}"
+                return {"asked": asked, "actual": actual, "state": state,
+                        "connected": bool(writable) and err == 0}  # fmt: skip
+    return {"asked": asked, "error": os.strerror(err) if err else "socket not found"}
 
 
 if __name__ == "__main__":

@@ -41,3 +41,16 @@ def test_paths() -> None:
     for bad in ("relative", "-rf", "/a\nb", ""):
         with pytest.raises(NetlabError):
             params.path(bad)
+
+
+def test_service_is_ipv4_or_bracketed_ipv6() -> None:
+    """``fd00::1:80`` could be the address fd00::1 port 80 or the address fd00::1:80 with no
+    port: it is refused, naming the bracketed form, never guessed."""
+    from netlab.investigations.cgroup_progs import frontend, parse_service
+
+    assert parse_service("10.96.0.10:80") == ("10.96.0.10", 80)
+    assert parse_service("[fd00:10:96::a]:8080") == ("fd00:10:96::a", 8080)
+    assert frontend(*parse_service("[fd00:10:96::a]:8080")) == "[fd00:10:96::a]:8080"
+    for bad in ("fd00::1:80", "10.96.0.10", "[fd00::1]", "[10.96.0.10:80", "10.96.0.10:0", "x:80"):
+        with pytest.raises(NetlabError, match="parameter service"):
+            parse_service(bad)

@@ -20,14 +20,19 @@ from hypothesis import strategies as st
 from netlab.decoders import decode_lb_backends, decode_lb_services, map_layout
 from netlab.decoders.bulk import encode
 from netlab.investigations.base import Evidence
-from netlab.investigations.cgroup_progs import VERDICT, CgroupProgs
+from netlab.investigations.cgroup_progs import VERDICT, CgroupProgs, frontend
 from netlab.investigations.socket_lb import SocketLB
 
 CGROUP = "/sys/fs/cgroup/kubepods"
-SERVICES = ["10.96.0.10", "10.96.0.11"]
-GOOD = {1: "10.244.1.11", 2: "10.244.1.12"}
-STALE = {1: "10.244.1.99", 2: "10.244.1.12"}
-HOOKS = ["connect4", "post_bind4", "sendmsg4", "recvmsg4"]
+# Per family: services, good and stale backends, the hooks, and the map names and layouts.
+FAMILY = {
+    4: {"services": ["10.96.0.10", "10.96.0.11"], "good": {1: "10.244.1.11", 2: "10.244.1.12"},
+        "stale": {1: "10.244.1.99", 2: "10.244.1.12"}, "hooks": ["connect4", "post_bind4", "sendmsg4", "recvmsg4"],
+        "lb": "lb4", "unknown": "10.0.0.1"},
+    6: {"services": ["fd00:10:96::a", "fd00:10:96::b"], "good": {1: "fd00:10:244:1::11", 2: "fd00:10:244:1::12"},
+        "stale": {1: "fd00:10:244:1::99", 2: "fd00:10:244:1::12"},
+        "hooks": ["connect6", "post_bind6", "sendmsg6", "recvmsg6"], "lb": "lb6", "unknown": "fd00::1"},
+}  # fmt: skip
 
 
 @dataclass
@@ -39,37 +44,41 @@ class Raw:
     values: bytes
 
 
-def _services(content: str) -> Raw:
-    svc = map_layout("lb4_services", "D")
+def _services(content: str, family: int = 4) -> Raw:
+    fam = FAMILY[family]
+    svc = map_layout(f"{fam['lb']}_services", "D")
     rows_k, rows_v = [], []
     if content != "empty":
-        for n, address in enumerate(SERVICES, start=1):
+        for n, address in enumerate(fam["services"], start=1):
             rows_k += [{"address": address, "dport": 80, "backend_slot": 0}, {"address": address, "dport": 80,
                        "backend_slot": 1}]  # fmt: skip
             rows_v += [{"backend_id": 0, "count": 1, "rev_nat_index": n}, {"backend_id": n, "count": 0,
                        "rev_nat_index": n}]  # fmt: skip
     return Raw(
-        "cilium_lb4_serv",
-        12,
-        12,
+        f"cilium_{fam['lb']}_serv",
+        svc.key.size,
+        svc.value.size,
         encode(svc.key, pd.DataFrame(rows_k)),
         encode(svc.value, pd.DataFrame(rows_v)),
     )
 
 
-def _backends(content: str) -> Raw:
-    be = map_layout("lb4_backends", "E")
-    table = {} if content == "empty" else STALE if content == "stale" else GOOD
+def _backends(content: str, family: int = 4) -> Raw:
+    fam = FAMILY[family]
+    be = map_layout(f"{fam['lb']}_backends", "E")
+    table = {} if content == "empty" else fam["stale"] if content == "stale" else fam["good"]
     ids = pd.DataFrame({"backend_id": list(table)})
     values = pd.DataFrame([{"address": a, "port": 8080, "proto": 6} for a in table.values()])
-    return Raw("cilium_lb4_back", 4, 12, encode(be.key, ids), encode(be.value, values))
+    return Raw(
+        f"cilium_{fam['lb']}_back", be.key.size, be.value.size, encode(be.key, ids), encode(be.value, values)
+    )
 
 
 PIN = st.sampled_from(["agent", "elsewhere", "unpinned"])
 CONTENT = st.sampled_from(["good", "stale", "empty"])
 MAP_COPIES = st.lists(st.tuples(PIN, CONTENT), min_size=0, max_size=3)
 PROGRAMS = st.lists(
-    st.tuples(st.sampled_from(HOOKS), st.integers(0, 2), st.integers(0, 2), st.booleans(), st.booleans()),
+    st.tuples(st.integers(0, 3), st.integers(0, 2), st.integers(0, 2), st.booleans(), st.booleans()),
     min_size=0, max_size=5,
 )  # fmt: skip
 
@@ -84,20 +93,25 @@ def _pins(kind: str, name: str, n: int) -> list[str]:
 
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(
+    family=st.sampled_from([4, 6]),
     services=MAP_COPIES,
     backends=MAP_COPIES,
     programs=PROGRAMS,
-    asked=st.sampled_from([None, *SERVICES, "10.0.0.1"]),
+    asked=st.sampled_from([None, 0, 1, "unknown"]),
 )
-def test_any_combination_gets_a_verdict(services, backends, programs, asked) -> None:
-    findings = _decide(services, backends, programs, asked)
+def test_any_combination_gets_a_verdict(family, services, backends, programs, asked) -> None:
+    fam = FAMILY[family]
+    service = fam["unknown"] if asked == "unknown" else None if asked is None else fam["services"][asked]
+    findings = _decide(
+        services, backends, [(fam["hooks"][h], *rest) for h, *rest in programs], service, family
+    )
     assert findings.verdict in {"healthy", VERDICT, "inconclusive"}, findings.summary
     full = {c for (_, c) in services if c != "empty"} | {c for (_, c) in backends if c != "empty"}
     if len(full) <= 1:  # every copy that holds anything holds the same
         assert findings.verdict != VERDICT, findings.summary
     if findings.verdict == VERDICT:
-        assert "Program " in findings.summary and "connect4" in findings.summary
-        assert any("bpftool cgroup detach" in r for r in findings.remediation)
+        assert "Program " in findings.summary and f"{fam['hooks'][0]} programs" in findings.summary
+        assert any(f"bpftool cgroup detach {CGROUP} {fam['hooks'][0]} id" in r for r in findings.remediation)
 
 
 def test_the_old_generation_first_is_named_and_an_empty_copy_is_not() -> None:
@@ -119,17 +133,25 @@ def test_the_old_generation_first_is_named_and_an_empty_copy_is_not() -> None:
     assert rollout.verdict == "healthy" and "as during an agent rollout" in rollout.summary
 
 
-def _decide(services, backends, programs, asked):  # type: ignore[no-untyped-def]
-    maps, decoded = [], {}
+def _decide(services, backends, programs, asked, family=4):  # type: ignore[no-untyped-def]
+    maps, decoded, lb = [], {}, FAMILY[family]["lb"]
     for n, (pin, content) in enumerate(services):
-        decoded[100 + n] = decode_lb_services(_services(content))
+        decoded[100 + n] = decode_lb_services(_services(content, family), map_name=None)
         maps.append(
-            {"map_id": 100 + n, "name": "cilium_lb4_serv", "pinned": _pins(pin, "cilium_lb4_services_v2", n)}
+            {
+                "map_id": 100 + n,
+                "name": f"cilium_{lb}_serv",
+                "pinned": _pins(pin, f"cilium_{lb}_services_v2", n),
+            }
         )
     for n, (pin, content) in enumerate(backends):
-        decoded[200 + n] = decode_lb_backends(_backends(content))
+        decoded[200 + n] = decode_lb_backends(_backends(content, family), map_name=None)
         maps.append(
-            {"map_id": 200 + n, "name": "cilium_lb4_back", "pinned": _pins(pin, "cilium_lb4_backends_v3", n)}
+            {
+                "map_id": 200 + n,
+                "name": f"cilium_{lb}_back",
+                "pinned": _pins(pin, f"cilium_{lb}_backends_v3", n),
+            }
         )
     progs, attached = [], []
     for n, (hook, svc, back, uses_svc, uses_back) in enumerate(programs):
@@ -146,15 +168,15 @@ def _decide(services, backends, programs, asked):  # type: ignore[no-untyped-def
     progs_frame = pd.DataFrame(progs, columns=["prog_id", "name", "loaded_at", "map_ids"])
     attached_frame = pd.DataFrame(attached, columns=["cgroup", "hook", "position", "prog_id", "name"])
     # A node may hold no map at all: the table keeps its columns.
-    lb = SocketLB(progs_frame, pd.DataFrame(maps, columns=["map_id", "name", "pinned"]), decoded)
+    socket_lb = SocketLB(progs_frame, pd.DataFrame(maps, columns=["map_id", "name", "pinned"]), decoded)
 
-    copies = lb.copies()
-    rows = lb.service_rows()
-    walk, summary = lb.walk(
-        attached_frame, attached_frame, [f"{asked}:80"] if asked else None, "/sys/fs/cgroup"
+    copies = socket_lb.copies()
+    rows = socket_lb.service_rows()
+    walk, summary = socket_lb.walk(
+        attached_frame, attached_frame, [frontend(asked, 80)] if asked else None, "/sys/fs/cgroup"
     )
     results = {
-        "cgroup_root": "/sys/fs/cgroup", "lb_copies": copies, "lb_programs": len(lb.tables()),
+        "cgroup_root": "/sys/fs/cgroup", "lb_copies": copies, "lb_programs": len({p for p, _ in socket_lb.tables()}),
         "lb_maps": rows[rows["copies_disagree"].astype(bool)], "walk": walk[walk["differs_from_pinned"]] if len(walk)
         else walk, "walk_summary": summary,
     }  # fmt: skip
