@@ -26,8 +26,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import IO
+
+from netlab import procfs
 
 _pipe: IO[str] | None = None
 _announced: set[str] = set()
@@ -74,19 +75,7 @@ def _exiting() -> None:
 
 def session_members(sid: int) -> list[int]:
     """Processes whose session is ``sid`` (zombies included: they are gone soon)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the command (which may hold spaces): state ppid pgrp session ...
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 3 and int(fields[3]) == sid:
-            members.append(int(entry.name))
-    return members
+    return [pid for pid in procfs.pids() if procfs.session(pid) == sid]
 
 
 def end_session(sid: int, *, grace: float = 1.5) -> list[int]:

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from netlab import naming
+from netlab import naming, procfs
 from netlab.errors import NetlabError
 from netlab.lab.ready import wait_for
 
@@ -228,7 +228,7 @@ def status() -> dict[str, Any]:
         return row
     problem = _problem(current)
     row["state"] = f"not answering: {problem}" if problem else "up"
-    row["qemu_rss_mib"] = sum(_rss_mib(pid) for pid in qemu)
+    row["qemu_rss_mib"] = sum(procfs.rss_mib(pid) for pid in qemu)
     return row
 
 
@@ -357,28 +357,13 @@ def _console_tail(lines: int = 3) -> str:
     return " | ".join(tail) or "(empty)"
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return raw.decode(errors="replace").split("\0")
-
-
 def _ours(pid: int) -> bool:
     """``pid`` is one of this guest's processes and not a zombie (a zombie's cmdline is empty)."""
-    return any(MARK in arg for arg in _cmdline(pid))
+    return any(MARK in arg for arg in procfs.cmdline(pid) or [])
 
 
 def _qemu_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if (entry / "comm").read_text().strip() == NAME and _ours(int(entry.name)):
-                pids.append(int(entry.name))
-    return pids
+    return [pid for pid in procfs.pids() if procfs.comm(pid) == NAME and _ours(pid)]
 
 
 def _gone(pids: list[int], *, timeout: float) -> bool:
@@ -393,16 +378,6 @@ def _gone(pids: list[int], *, timeout: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.2)
-
-
-def _rss_mib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return 0
 
 
 def _free_port() -> int:

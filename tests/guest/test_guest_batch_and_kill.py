@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from netlab import cleanup, lab, naming
+from netlab import cleanup, lab
 from netlab.cli import main
 from netlab.investigations import get
 from netlab.lab import guest
 from netlab.probes import tracefs
 from netlab.targets import open_target
 from tests.conftest import need
+from tests.kernel.labtools import drop_counters
 
 pytestmark = pytest.mark.guest
 
@@ -65,12 +66,6 @@ def _instances(url: str, kind: str = "") -> list[str]:
     return [x for x in found if f"_{kind}_" in x.rsplit("/", 1)[-1]] if kind else found
 
 
-def _counters(url: str) -> list[int]:
-    progs = open_target(url).run_json(["bpftool", "-j", "prog", "show"]) or []
-    name = f"{naming.PREFIX}_drop_counter"
-    return [p["id"] for p in progs if name.startswith(p.get("name") or "-")]
-
-
 def test_a_run_killed_mid_trace_leaves_nothing_and_cleanup_finds_nothing(
     node: guest.Guest, tmp_path: Path
 ) -> None:
@@ -84,7 +79,7 @@ def test_a_run_killed_mid_trace_leaves_nothing_and_cleanup_finds_nothing(
     try:
         deadline, since = time.monotonic() + 180, None
         while time.monotonic() < deadline and proc.poll() is None:
-            if _counters(node.url):  # the window's, not a capability check's moment
+            if drop_counters(node.url):  # the window's, not a capability check's moment
                 since = since or time.monotonic()
                 if time.monotonic() - since > 5:
                     break
@@ -97,9 +92,9 @@ def test_a_run_killed_mid_trace_leaves_nothing_and_cleanup_finds_nothing(
         os.killpg(proc.pid, signal.SIGKILL)  # netlab and its notebook kernel
         proc.wait(timeout=30)
         deadline = time.monotonic() + 5
-        while _counters(node.url) and time.monotonic() < deadline:
+        while drop_counters(node.url) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert _counters(node.url) == []
+        assert drop_counters(node.url) == []
         assert main(["cleanup", "--target", node.url]) == 0
         assert _instances(node.url) == []
     finally:

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from netlab import cleanup, lab, naming
+from netlab import cleanup, lab
 from netlab.lab import guest
 from netlab.report import run as runner
 from netlab.report.notebook import read_evidence
 from netlab.targets import open_target
+from tests.kernel.labtools import drop_counters
 
 pytestmark = pytest.mark.guest
 NAME = "conntrack-reject"
@@ -35,12 +36,6 @@ def incident(booted_guest: guest.Guest) -> Iterator[str]:
         lab.up(NAME, target=url)
         yield url
         lab.down(NAME, target=url)
-
-
-def _counters(url: str) -> list[int]:
-    progs = open_target(url).run_json(["bpftool", "-j", "prog", "show"]) or []
-    name = f"{naming.PREFIX}_drop_counter"
-    return [p["id"] for p in progs if name.startswith(p.get("name") or "-")]
 
 
 @pytest.mark.parametrize(("mask", "mechanism", "reason"), [
@@ -59,7 +54,7 @@ def test_each_mechanism_names_the_rule_on_the_guest(incident: str, monkeypatch: 
     assert reason in findings.summary and "nf_hook_slow" in findings.summary
     assert "CLOSE_WAIT" in findings.summary
     assert read_evidence(result.notebook).mechanisms["drop points"].startswith(mechanism)
-    assert _counters(incident) == []
+    assert drop_counters(incident) == []
 
 
 def test_sigkill_over_ssh_leaves_no_counter_within_5_s(incident: str, tmp_path: Path) -> None:
@@ -73,7 +68,7 @@ def test_sigkill_over_ssh_leaves_no_counter_within_5_s(incident: str, tmp_path: 
         seen_since = None
         while time.monotonic() < deadline:
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            if _counters(incident):  # the window's, held for more than a capability check's moment
+            if drop_counters(incident):  # the window's, held for more than a capability check's moment
                 seen_since = seen_since or time.monotonic()
                 if time.monotonic() - seen_since > 5:
                     break
@@ -84,9 +79,9 @@ def test_sigkill_over_ssh_leaves_no_counter_within_5_s(incident: str, tmp_path: 
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         deadline = time.monotonic() + 5
-        while _counters(incident) and time.monotonic() < deadline:
+        while drop_counters(incident) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert _counters(incident) == [], "the counter outlived its run by more than 5 s"
+        assert drop_counters(incident) == [], "the counter outlived its run by more than 5 s"
         # The run guard sweeps the node the killed kernel announced (its CO-RE object
         # copy, say); each ssh command takes about a second on the emulated guest.
         deadline, left = time.monotonic() + 30, ["?"]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from netlab import lab
+from netlab import lab, procfs
 from netlab.cleanup import leftovers
 from netlab.findings import Findings
 from netlab.investigations import get
@@ -61,27 +61,25 @@ def descendants(pid: int) -> dict[int, str]:
     found: dict[int, str] = {}
     todo = [pid]
     while todo:
-        parent = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                children = open(f"/proc/{parent}/task/{task}/children").read().split()
-            except OSError:
-                continue
-            for child in map(int, children):
-                if child not in found and (line := command_line(child)) is not None:
-                    found[child] = line
-                    todo.append(child)
+        for child in procfs.children(todo.pop()):
+            if child not in found and (line := command_line(child)) is not None:
+                found[child] = line
+                todo.append(child)
     return found
 
 
 def command_line(pid: int) -> str | None:
-    """``pid``'s command line, or None once it is gone (a zombie's is empty: gone too)."""
-    try:
-        raw = open(f"/proc/{pid}/cmdline", "rb").read()
-    except OSError:
-        return None
-    return raw.replace(b"\0", b" ").decode(errors="replace").strip() or None
+    """``pid``'s command line, or None once it is gone."""
+    args = procfs.cmdline(pid)
+    return " ".join(args).strip() or None if args else None
+
+
+def drop_counters(url: str = "local") -> list[int]:
+    """Loaded drop counter programs of this prefix on the node (the kernel keeps 15
+    characters of the name; bpftool shows the whole one from BTF where it can)."""
+    from netlab import naming
+    from netlab.targets import open_target
+
+    name = f"{naming.PREFIX}_drop_counter"
+    progs = open_target(url).run_json(["bpftool", "-j", "prog", "show"]) or []
+    return [p["id"] for p in progs if name.startswith(p.get("name") or "-")]

@@ -21,7 +21,7 @@ from netlab import lab, naming
 from netlab.cli import main
 from netlab.investigations import get
 from netlab.lab.topology import module_argv
-from tests.kernel.labtools import investigate, leftovers, scenario
+from tests.kernel.labtools import drop_counters, investigate, leftovers, scenario
 
 pytestmark = pytest.mark.kernel
 NAME = "conntrack-reject"
@@ -111,14 +111,6 @@ def _tracefs_instances(kind: str = "") -> list[str]:
     return [n for n in found if f"_{kind}_" in n] if kind else found
 
 
-def _drop_counters() -> list[int]:
-    """Loaded drop counter programs of this prefix (the kernel keeps 15 characters of the
-    name; bpftool shows the whole one from BTF where it can)."""
-    name = f"{naming.PREFIX}_drop_counter"
-    shown = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True)
-    return [p["id"] for p in json.loads(shown.stdout or "[]") if name.startswith(p.get("name") or "-")]
-
-
 def _start_run(tmp_path: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "netlab", "run", "packet-drops", "--lab", NAME, "--out", str(tmp_path), "-p", "duration", "60"],
@@ -128,7 +120,7 @@ def _start_run(tmp_path: Path) -> subprocess.Popen[str]:
     # The window's counter, not a capability check's (which lives for a moment).
     seen_since = None
     while time.monotonic() < deadline:
-        if _drop_counters():
+        if drop_counters():
             seen_since = seen_since or time.monotonic()
             if time.monotonic() - seen_since > 3:
                 return proc
@@ -150,7 +142,7 @@ def test_ctrl_c_term_or_hangup_during_the_trace_leaves_nothing(
         assert proc.returncode == 128 + signum, err
         said = "interrupted" if signum == signal.SIGINT else f"terminated ({signum.name})"
         assert err.strip().splitlines()[-1] == f"netlab: {said}; probes removed", err
-    assert _drop_counters() == []
+    assert drop_counters() == []
     assert _tracefs_instances() == []
     assert leftovers() == []
 
@@ -164,9 +156,9 @@ def test_sigkill_during_the_window_leaves_no_counter_within_5_s(tmp_path: Path) 
         proc.kill()
         proc.wait(timeout=10)
         deadline = time.monotonic() + 5
-        while _drop_counters() and time.monotonic() < deadline:
+        while drop_counters() and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _drop_counters() == []
+        assert drop_counters() == []
 
 
 def test_cell_timeout_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -188,7 +180,7 @@ def test_cell_timeout_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixtu
         )
     assert code == 2
     assert "longer than 5 s" in capsys.readouterr().err
-    assert _drop_counters() == []
+    assert drop_counters() == []
     assert _tracefs_instances() == []
     assert leftovers() == []
 
