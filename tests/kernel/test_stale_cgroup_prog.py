@@ -55,6 +55,28 @@ def test_healthy_twin_is_healthy() -> None:
     assert leftovers() == []
 
 
+@pytest.mark.parametrize("healthy", [False, True], ids=["incident", "healthy"])
+def test_an_ipv6_service_is_walked_through_connect6(healthy: bool) -> None:
+    """The same fault on IPv6: the old generation's connect6 program, first, rewrites
+    [fd00:10:96::a]:80 from its own lb6 maps; the healthy twin's single program agrees."""
+    with scenario(NAME, healthy=healthy) as params:
+        findings = investigate("cgroup-progs", NAME, healthy=healthy, service=params["service6"])
+    if healthy:
+        assert findings.verdict == "healthy", findings.summary
+        assert "Every connect program agrees" in findings.summary
+    else:
+        assert findings.verdict == "stale-cgroup-program", findings.summary
+        assert "sock6_old" in findings.summary and "position 1 of the connect6 programs" in findings.summary
+        assert (
+            params["stale_backend6"] in findings.summary and params["expected_backend6"] in findings.summary
+        )
+        assert f"A real connect() from the cgroup went to {params['stale_backend6']}" in findings.summary
+        assert any(" connect6 id " in r for r in findings.remediation)
+    copies = next(e for e in findings.evidence if e.title == "LB map copies")
+    assert {r["name"] for r in copies.rows} >= {"cilium_lb6_serv", "cilium_lb6_back"}
+    assert leftovers() == []
+
+
 def test_netlab_run_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with scenario(NAME):
         assert main(["run", "cgroup-progs", "--lab", NAME, "--out", str(tmp_path), "--json"]) == 0

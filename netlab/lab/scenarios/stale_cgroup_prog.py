@@ -11,10 +11,13 @@ does nothing: connections from the cgroup to 10.96.0.10 hang, while 10.96.0.11 w
 The old program's pins are gone, so it is reachable only through the cgroup, as on the
 node in the case. Healthy twin: only the current program is attached.
 
-Cilium's shapes, beyond the fault: each generation attaches a family (connect4 and a
-post_bind4 program that reads the service map alone), maps of 65536 entries, not
-preallocated, pinned under ``tc/globals``, and an empty copy of the service map with
-the same name pinned beside it (both twins).
+IPv6 is the same story on connect6 with the lb6 maps: service [fd00:10:96::a]:80 goes
+to the gone pod fd00:244::99 through the old copy, [fd00:10:96::b]:80 works.
+
+Cilium's shapes, beyond the fault: each generation attaches a family (connect4,
+connect6, and post_bind4/post_bind6 programs that read a service map alone), maps of
+65536 entries, not preallocated, pinned under ``tc/globals``, and an empty copy of the
+service map with the same name pinned beside it (both twins).
 """
 
 from __future__ import annotations
@@ -27,13 +30,26 @@ from netlab import mounts, naming
 from netlab.collectors import reach
 from netlab.decoders import map_layout
 from netlab.lab.scenario import Scenario, VerifyResult
-from netlab.lab.topology import POD_V4, Topology, host, remove_cgroup
+from netlab.lab.topology import (
+    HEALTH_PORT,
+    POD_V4,
+    POD_V6,
+    REMOTE_V6,
+    Topology,
+    health_server_argv,
+    host,
+    remove_cgroup,
+    spawn,
+    wait_listening,
+)
 from netlab.probes import bpf_build
 
 SERVICES = {"10.96.0.10": "pod1", "10.96.0.11": "pod2"}
+SERVICES6 = {"fd00:10:96::a": "pod1", "fd00:10:96::b": "pod2"}
 SERVICE_PORT = 80
 BACKEND_PORT = 8080
 STALE_BACKEND = "10.244.1.99"  # the pod the old program still believes in
+STALE_BACKEND6 = "fd00:244::99"
 
 
 def _names() -> dict[str, str]:
@@ -51,6 +67,10 @@ def _names() -> dict[str, str]:
         "new_prog": f"{naming.PREFIX}_sock4_connect",
         "old_post_bind": f"{naming.PREFIX}_sock4_old_post_bind",
         "new_post_bind": f"{naming.PREFIX}_sock4_post_bind",
+        "old_prog6": f"{naming.PREFIX}_sock6_old",
+        "new_prog6": f"{naming.PREFIX}_sock6_connect",
+        "old_post_bind6": f"{naming.PREFIX}_sock6_old_post_bind",
+        "new_post_bind6": f"{naming.PREFIX}_sock6_post_bind",
     }
 
 
@@ -59,10 +79,11 @@ def _bpftool(*args: str) -> Any:
     return json.loads(out) if out.strip() else None
 
 
-def _fill(pins: str, services: dict[str, str], backends: dict[int, str]) -> None:
-    """Write frontends, backend slots and backends in Cilium's layout (v1.14-1.17)."""
-    svc = map_layout("lb4_services", "D")
-    be = map_layout("lb4_backends", "E")
+def _fill(pins: str, services: dict[str, str], backends: dict[int, str], family: str = "lb4") -> None:
+    """Write frontends, backend slots and backends in Cilium's layout (v1.14-1.17) into
+    the ``family`` (lb4, lb6) maps."""
+    svc = map_layout(f"{family}_services", "D")
+    be = map_layout(f"{family}_backends", "E")
     ids = {addr: i for i, addr in backends.items()}
     for service, backend in services.items():
         frontend = {"address": service, "dport": SERVICE_PORT, "backend_slot": 0}
@@ -71,36 +92,41 @@ def _fill(pins: str, services: dict[str, str], backends: dict[int, str]) -> None
             (frontend, {"count": 1, "rev_nat_index": 1}),
             (slot, {"backend_id": ids[backend]}),
         ):
-            host.run(["bpftool", "map", "update", "pinned", f"{pins}/cilium_lb4_services_v2",
+            host.run(["bpftool", "map", "update", "pinned", f"{pins}/cilium_{family}_services_v2",
                       "key", "hex", *svc.key.pack(key).hex(" ").split(),
                       "value", "hex", *svc.value.pack(value).hex(" ").split()])  # fmt: skip
     for backend_id, address in backends.items():
-        host.run(["bpftool", "map", "update", "pinned", f"{pins}/cilium_lb4_backends_v3",
+        host.run(["bpftool", "map", "update", "pinned", f"{pins}/cilium_{family}_backends_v3",
                   "key", "hex", *backend_id.to_bytes(4, "little").hex(" ").split(),
                   "value", "hex", *be.value.pack({"address": address, "port": BACKEND_PORT, "proto": 6}).hex(" ").split()])  # fmt: skip
 
 
-def _connect4_order(cgroup: str) -> list[str]:
+def _connect_order(cgroup: str, family: int = 4) -> list[str]:
     tree = _bpftool("cgroup", "show", cgroup) or []
-    return [p["name"] for p in tree if p.get("attach_type") == "cgroup_inet4_connect"]
+    return [p["name"] for p in tree if p.get("attach_type") == f"cgroup_inet{family}_connect"]
 
 
-def _expected_order(healthy: bool) -> list[str]:
+def _expected_order(healthy: bool, family: int = 4) -> list[str]:
+    names, six = _names(), "6" if family == 6 else ""
+    return [names[f"new_prog{six}"]] if healthy else [names[f"old_prog{six}"], names[f"new_prog{six}"]]
+
+
+def _load(generation: str, pins: str, cgroup: str) -> int:
+    """Load one generation (``old`` or ``new``) of the program family with fresh maps
+    pinned under ``pins`` and attach each program to its hook (multi, as Cilium does);
+    the connect4 program's id."""
     names = _names()
-    return [names["new_prog"]] if healthy else [names["old_prog"], names["new_prog"]]
-
-
-def _load(connect: str, post_bind: str, pins: str, cgroup: str) -> int:
-    """Load one generation of the program family with fresh maps pinned under ``pins``
-    and attach each program to its hook (multi, as Cilium does); the connect4 id."""
-    obj = bpf_build.build("lb4_connect.bpf.c", package="netlab.lab",
-                          defines={"CONNECT_NAME": connect, "POST_BIND_NAME": post_bind})  # fmt: skip
+    hooks = {"connect4": names[f"{generation}_prog"], "post_bind4": names[f"{generation}_post_bind"],
+             "connect6": names[f"{generation}_prog6"], "post_bind6": names[f"{generation}_post_bind6"]}  # fmt: skip
+    obj = bpf_build.build("sock_lb.bpf.c", package="netlab.lab",
+                          defines={"CONNECT_NAME": hooks["connect4"], "POST_BIND_NAME": hooks["post_bind4"],
+                                   "CONNECT6_NAME": hooks["connect6"], "POST_BIND6_NAME": hooks["post_bind6"]})  # fmt: skip
     progs = f"{pins}/progs"
     host.run(["mkdir", "-p", pins])
     host.run(["bpftool", "prog", "loadall", obj, progs, "pinmaps", pins])
-    for hook, name in (("connect4", connect), ("post_bind4", post_bind)):
+    for hook, name in hooks.items():
         host.run(["bpftool", "cgroup", "attach", cgroup, hook, "pinned", f"{progs}/{name}", "multi"])
-    info = _bpftool("prog", "show", "pinned", f"{progs}/{connect}")
+    info = _bpftool("prog", "show", "pinned", f"{progs}/{hooks['connect4']}")
     host.run(["rm", "-rf", progs])  # the cgroup holds them, as Cilium's are held
     return int(info["id"])
 
@@ -124,22 +150,36 @@ class StaleCgroupProg(Scenario):
         attach, pins = names["attach"], names["pins"]
         mounts.bpffs(host)
         os.makedirs(names["cgroup"], exist_ok=True)
+        # A dual-stack node's IPv6 uplink: a gone pod's IPv6 address is routed, as its
+        # IPv4 one is, so a connect() to it is sent (and hangs) instead of failing at once.
+        host.run(["ip", "-n", topo.node, "-6", "route", "replace", "default", "via", REMOTE_V6])
         backends = {1: POD_V4["pod1"], 2: POD_V4["pod2"]}
         services = {svc: POD_V4[pod] for svc, pod in SERVICES.items()}
+        backends6 = {1: POD_V6["pod1"], 2: POD_V6["pod2"]}
+        services6 = {svc: POD_V6[pod] for svc, pod in SERVICES6.items()}
         old_id = None
         if not healthy:
             # The old agent's copy, attached first; its backend 1 is a pod that is gone.
-            stale = {1: STALE_BACKEND, 2: POD_V4["pod2"]}
-            old_services = dict(services, **{"10.96.0.10": STALE_BACKEND})
-            old_id = _load(names["old_prog"], names["old_post_bind"], f"{pins}/old", attach)
-            _fill(f"{pins}/old", old_services, stale)
+            old_id = _load("old", f"{pins}/old", attach)
+            _fill(
+                f"{pins}/old",
+                dict(services, **{"10.96.0.10": STALE_BACKEND}),
+                {1: STALE_BACKEND, 2: POD_V4["pod2"]},
+            )
+            _fill(f"{pins}/old", dict(services6, **{"fd00:10:96::a": STALE_BACKEND6}),
+                  {1: STALE_BACKEND6, 2: POD_V6["pod2"]}, "lb6")  # fmt: skip
             # Its pins are gone, as after an agent upgrade: only the cgroup holds it.
             host.run(["rm", "-rf", f"{pins}/old"])
         new_pins = f"{pins}/tc/globals"
-        new_id = _load(names["new_prog"], names["new_post_bind"], new_pins, attach)
+        new_id = _load("new", new_pins, attach)
         _fill(new_pins, services, backends)
+        _fill(new_pins, services6, backends6, "lb6")
         _empty_copy(f"{pins}/cilium_lb4_services_v2")
-        topo.start_health_servers()
+        # Dual-stack health servers: the IPv6 services' backends answer too.
+        for pod in topo.pods:
+            topo.processes.append(spawn(topo.pod(pod), health_server_argv(dual_stack=True)))
+        for pod in topo.pods:
+            wait_listening(topo.pod(pod), HEALTH_PORT)
         return {
             "cgroup": names["cgroup"],
             "attach_cgroup": attach,
@@ -147,16 +187,22 @@ class StaleCgroupProg(Scenario):
             "other_service": f"10.96.0.11:{SERVICE_PORT}",
             "expected_backend": f"{POD_V4['pod1']}:{BACKEND_PORT}",
             "stale_backend": f"{STALE_BACKEND}:{BACKEND_PORT}" if not healthy else "",
+            "service6": f"[fd00:10:96::a]:{SERVICE_PORT}",
+            "expected_backend6": f"[{POD_V6['pod1']}]:{BACKEND_PORT}",
+            "stale_backend6": f"[{STALE_BACKEND6}]:{BACKEND_PORT}" if not healthy else "",
             "pinned_services": f"{new_pins}/cilium_lb4_services_v2",
             "old_prog_id": old_id,
             "new_prog_id": new_id,
         }
 
     def took_effect(self, params: dict[str, Any], healthy: bool) -> list[str]:
-        order, want = _connect4_order(params["attach_cgroup"]), _expected_order(healthy)
         problems = []
-        if order != want:
-            problems.append(f"connect4 programs in run order are {order or 'none'}, expected {want}")
+        for family in (4, 6):
+            order, want = _connect_order(params["attach_cgroup"], family), _expected_order(healthy, family)
+            if order != want:
+                problems.append(
+                    f"connect{family} programs in run order are {order or 'none'}, expected {want}"
+                )
         held = _bpftool("map", "dump", "pinned", params["pinned_services"]) or []
         if len(held) != 2 * len(SERVICES):  # a frontend and one backend slot per service
             problems.append(
@@ -171,13 +217,10 @@ class StaleCgroupProg(Scenario):
         result = VerifyResult(self.name, healthy)
         node = NetnsTarget(params["node_netns"])
         cgroup = params["cgroup"]
-        order, want = _connect4_order(params["attach_cgroup"]), _expected_order(healthy)
-        result.add(
-            "connect4 programs in run order",
-            " then ".join(want),
-            " then ".join(order) or "none",
-            order == want,
-        )
+        for family in (4, 6):
+            order, want = _connect_order(params["attach_cgroup"], family), _expected_order(healthy, family)
+            result.add(f"connect{family} programs in run order", " then ".join(want), " then ".join(order) or "none",
+                       order == want)  # fmt: skip
         source = connect_dest.__file__
         for service, pod in SERVICES.items():
             broken = service == "10.96.0.10" and not healthy
@@ -186,6 +229,13 @@ class StaleCgroupProg(Scenario):
             expect = f"{STALE_BACKEND if broken else POD_V4[pod]}:{BACKEND_PORT}"
             result.add(f"connect() to {service}:{SERVICE_PORT} goes to", expect, seen.get("actual", "?"),
                        seen.get("actual") == expect)  # fmt: skip
+        for service, pod in SERVICES6.items():
+            broken = service == "fd00:10:96::a" and not healthy
+            probe = node.run(["python3", source, service, str(SERVICE_PORT), "1"], cgroup=cgroup, check=False)
+            seen = json.loads(probe.stdout) if probe.ok else {"actual": probe.brief_error()}
+            expect = f"[{STALE_BACKEND6 if broken else POD_V6[pod]}]:{BACKEND_PORT}"
+            result.add(f"connect() to [{service}]:{SERVICE_PORT} goes to", expect, seen.get("actual", "?"),
+                       seen.get("actual") == expect and (broken or seen.get("connected") is True))  # fmt: skip
             _, web = reach.http(node, service, SERVICE_PORT, "/health", timeout=2, cgroup=cgroup)
             result.add(f"HTTP to {service} from the cgroup", "fails" if broken else "answers", web.detail,
                        web.ok != broken)  # fmt: skip
