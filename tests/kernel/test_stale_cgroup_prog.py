@@ -41,7 +41,7 @@ def test_broken_lab_reproduces_and_is_diagnosed() -> None:
     assert len(empty) == 1 and empty[0]["copy"].startswith("empty copy") and empty[0]["max_entries"] == 65536
     # The old generation's post_bind4 program uses its service map without a backend map.
     (old,) = [v for v in serv.values() if v.startswith("only")]
-    assert "sock4_old_post_bind" in old, old
+    assert f"{naming.PREFIX}_sock4_post_bind" in old and "cil_" not in old, old  # v1.11's name
     assert any(f"id {params['old_prog_id']}" in r for r in findings.remediation)
     assert findings.mechanisms["real connect"].startswith("a probe process (python3) joined")
     assert leftovers() == []
@@ -66,7 +66,8 @@ def test_an_ipv6_service_is_walked_through_connect6(healthy: bool) -> None:
         assert "Every connect program agrees" in findings.summary
     else:
         assert findings.verdict == "stale-cgroup-program", findings.summary
-        assert "sock6_old" in findings.summary and "position 1 of the connect6 programs" in findings.summary
+        assert f"({naming.PREFIX}_sock6_connect, loaded" in findings.summary  # v1.11's connect6
+        assert "position 1 of the connect6 programs" in findings.summary
         assert (
             params["stale_backend6"] in findings.summary and params["expected_backend6"] in findings.summary
         )

@@ -15,9 +15,11 @@ IPv6 is the same story on connect6 with the lb6 maps: service [fd00:10:96::a]:80
 to the gone pod fd00:244::99 through the old copy, [fd00:10:96::b]:80 works.
 
 Cilium's shapes, beyond the fault: each generation attaches a family (connect4,
-connect6, and post_bind4/post_bind6 programs that read a service map alone), maps of
-65536 entries, not preallocated, pinned under ``tc/globals``, and an empty copy of the
-service map with the same name pinned beside it (both twins).
+connect6, and post_bind4/post_bind6 programs that read a service map alone) named as
+that Cilium version names them (the old one v1.11's ``sock4_connect``, the agent's
+v1.13's ``cil_sock4_connect``), maps of 65536 entries, not preallocated, pinned under
+``tc/globals``, and an empty copy of the service map with the same name pinned beside it
+(both twins).
 """
 
 from __future__ import annotations
@@ -61,16 +63,17 @@ def _names() -> dict[str, str]:
         "attach": f"{cg_root}/{base}",
         "cgroup": f"{cg_root}/{base}/kubepods/pod-client",
         "pins": f"{mounts.BPFFS}/{base}",
-        # Cilium v1.11's names (sock4_connect, sock4_post_bind) behind netlab's prefix;
-        # the kernel keeps 15 characters, BTF the whole name.
-        "old_prog": f"{naming.PREFIX}_sock4_old",
-        "new_prog": f"{naming.PREFIX}_sock4_connect",
-        "old_post_bind": f"{naming.PREFIX}_sock4_old_post_bind",
-        "new_post_bind": f"{naming.PREFIX}_sock4_post_bind",
-        "old_prog6": f"{naming.PREFIX}_sock6_old",
-        "new_prog6": f"{naming.PREFIX}_sock6_connect",
-        "old_post_bind6": f"{naming.PREFIX}_sock6_old_post_bind",
-        "new_post_bind6": f"{naming.PREFIX}_sock6_post_bind",
+        # The old generation is Cilium v1.11's (sock4_connect...), the agent's is v1.13's
+        # (cil_sock4_connect...), as after that upgrade; behind netlab's prefix. The
+        # kernel keeps 15 characters, BTF the whole name.
+        "old_prog": f"{naming.PREFIX}_sock4_connect",
+        "new_prog": f"{naming.PREFIX}_cil_sock4_connect",
+        "old_post_bind": f"{naming.PREFIX}_sock4_post_bind",
+        "new_post_bind": f"{naming.PREFIX}_cil_sock4_post_bind",
+        "old_prog6": f"{naming.PREFIX}_sock6_connect",
+        "new_prog6": f"{naming.PREFIX}_cil_sock6_connect",
+        "old_post_bind6": f"{naming.PREFIX}_sock6_post_bind",
+        "new_post_bind6": f"{naming.PREFIX}_cil_sock6_post_bind",
     }
 
 
@@ -222,22 +225,19 @@ class StaleCgroupProg(Scenario):
             result.add(f"connect{family} programs in run order", " then ".join(want), " then ".join(order) or "none",
                        order == want)  # fmt: skip
         source = connect_dest.__file__
-        for service, pod in SERVICES.items():
-            broken = service == "10.96.0.10" and not healthy
+        cases = [(s, POD_V4[p], STALE_BACKEND, "10.96.0.10") for s, p in SERVICES.items()]
+        cases += [(s, POD_V6[p], STALE_BACKEND6, "fd00:10:96::a") for s, p in SERVICES6.items()]
+        for service, backend, stale, faulty in cases:
+            broken = service == faulty and not healthy
             probe = node.run(["python3", source, service, str(SERVICE_PORT), "1"], cgroup=cgroup, check=False)
             seen = json.loads(probe.stdout) if probe.ok else {"actual": probe.brief_error()}
-            expect = f"{STALE_BACKEND if broken else POD_V4[pod]}:{BACKEND_PORT}"
-            result.add(f"connect() to {service}:{SERVICE_PORT} goes to", expect, seen.get("actual", "?"),
-                       seen.get("actual") == expect)  # fmt: skip
-        for service, pod in SERVICES6.items():
-            broken = service == "fd00:10:96::a" and not healthy
-            probe = node.run(["python3", source, service, str(SERVICE_PORT), "1"], cgroup=cgroup, check=False)
-            seen = json.loads(probe.stdout) if probe.ok else {"actual": probe.brief_error()}
-            expect = f"[{STALE_BACKEND6 if broken else POD_V6[pod]}]:{BACKEND_PORT}"
-            result.add(f"connect() to [{service}]:{SERVICE_PORT} goes to", expect, seen.get("actual", "?"),
+            dest = stale if broken else backend
+            expect = f"[{dest}]:{BACKEND_PORT}" if ":" in dest else f"{dest}:{BACKEND_PORT}"
+            shown = f"[{service}]" if ":" in service else service
+            result.add(f"connect() to {shown}:{SERVICE_PORT} goes to", expect, seen.get("actual", "?"),
                        seen.get("actual") == expect and (broken or seen.get("connected") is True))  # fmt: skip
             _, web = reach.http(node, service, SERVICE_PORT, "/health", timeout=2, cgroup=cgroup)
-            result.add(f"HTTP to {service} from the cgroup", "fails" if broken else "answers", web.detail,
+            result.add(f"HTTP to {shown} from the cgroup", "fails" if broken else "answers", web.detail,
                        web.ok != broken)  # fmt: skip
         _, outside = reach.http(node, POD_V4["pod1"], BACKEND_PORT, "/health", timeout=2)
         result.add("the real backend pod answers directly", "answers", outside.detail, outside.ok)
