@@ -138,7 +138,7 @@ def main() -> None:
             size = sum(f.stat().st_size for f in Path(out).glob("*.html")) / 1e6
 
         rows = len(walk)
-        print(f"{SERVICES:,} services x {BACKENDS_EACH} backends, 2 generations of connect4 + post_bind4")
+        print(f"{SERVICES:,} services x {BACKENDS_EACH} backends, 2 generations of the socket-LB family (connect4/6, post_bind4/6)")
         print(
             f"| step | seconds |\n|---|---|\n| inventory + duplicate maps (bpftool -j show) | {inventory:.2f} |"
         )
