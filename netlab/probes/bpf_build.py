@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import threading
 from importlib import resources
 
 from netlab import naming
@@ -97,7 +98,10 @@ def build(
     if os.path.exists(obj):
         return obj
     header = vmlinux_h(target)
-    src = os.path.join(directory, f"{name.removesuffix('.bpf.c')}-{digest}.bpf.c")
+    # Private names until done: several processes may build the same object at once
+    # (the demo runs its scenarios side by side on a machine with an empty cache).
+    token = f"{os.getpid()}-{threading.get_ident()}"
+    src = os.path.join(directory, f"{name.removesuffix('.bpf.c')}-{digest}.{token}.bpf.c")
     local.write_text(src, text)
     if local.which("clang") is None:
         raise CapabilityMissing("clang is missing on this machine", "apt-get install clang libbpf-dev")
@@ -105,16 +109,18 @@ def build(
         [
             "clang", "-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86",
             "-I", os.path.dirname(header), "-I", "/usr/include/x86_64-linux-gnu",
-            *flags, "-c", src, "-o", f"{obj}.tmp",
+            *flags, "-c", src, "-o", f"{obj}.{token}.tmp",
         ],
         timeout=180,
         check=False,
     )  # fmt: skip
     if not result.ok:
+        os.unlink(src)
         # clang's last line only counts the errors; the first one says what is wrong.
         first = [ln for ln in result.stderr.splitlines() if " error: " in ln]
         raise NetlabError(f"compiling {name} failed: {first[0] if first else result.brief_error()}")
-    os.replace(f"{obj}.tmp", obj)
+    os.replace(f"{obj}.{token}.tmp", obj)
+    os.replace(src, src.replace(f".{token}.bpf.c", ".bpf.c"))  # kept beside the object it built
     return obj
 
 
