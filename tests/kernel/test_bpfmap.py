@@ -8,6 +8,7 @@ import ctypes
 import os
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,25 @@ from netlab.targets import open_target
 pytestmark = pytest.mark.kernel
 
 
+@contextmanager
+def pinned_hash(suffix: str, name: str, keys: np.ndarray, values: np.ndarray, entries: int) -> Iterator[str]:
+    """A hash map pinned under netlab's prefix, filled with one batch update; removed after."""
+    pin = f"/sys/fs/bpf/{naming.PREFIX}_{suffix}"
+    subprocess.run(["bpftool", "map", "create", pin, "type", "hash", "key", str(keys.shape[1]), "value",
+                    str(values.shape[1]), "entries", str(entries), "name", name], check=True)  # fmt: skip
+    try:
+        lib = bpfmap.libbpf()
+        fd = lib.bpf_obj_get(pin.encode())
+        count = ctypes.c_uint32(len(keys))
+        assert (
+            lib.bpf_map_update_batch(fd, keys.ctypes.data, values.ctypes.data, ctypes.byref(count), None) == 0
+        )
+        os.close(fd)
+        yield pin
+    finally:
+        subprocess.run(["rm", "-f", pin], check=True)
+
+
 def test_batch_read_round_trip() -> None:
     layout = map_layout("lb4_services", "D")
     rows = [
@@ -33,20 +53,8 @@ def test_batch_read_round_trip() -> None:
     values = np.frombuffer(
         encode(layout.value, [{"backend_id": i, "count": 1} for i in range(3000)]), np.uint8
     ).reshape(-1, 12)
-    pin = f"/sys/fs/bpf/{naming.PREFIX}_test_lb4"
-    subprocess.run(["bpftool", "map", "create", pin, "type", "hash", "key", "12", "value", "12", "entries", "4096",
-                    "name", "cilium_lb4_services_v2"], check=True)  # fmt: skip
-    try:
-        lib = bpfmap.libbpf()
-        fd = lib.bpf_obj_get(pin.encode())
-        count = ctypes.c_uint32(len(keys))
-        assert (
-            lib.bpf_map_update_batch(fd, keys.ctypes.data, values.ctypes.data, ctypes.byref(count), None) == 0
-        )
-        os.close(fd)
+    with pinned_hash("test_lb4", "cilium_lb4_services_v2", keys, values, 4096) as pin:
         frame = bpfmap.frame(pin=pin, layout=layout)
-    finally:
-        subprocess.run(["rm", "-f", pin], check=True)
     assert len(frame) == 3000 and frame.attrs["mechanism"].startswith("bpf_map_lookup_batch")
     # Compact by default: the address is an integer until it is shown.
     assert frame["address"].dtype == np.uint32 and frame.attrs["ipv4_columns"] == ["address"]
@@ -67,23 +75,11 @@ def test_missing_map_is_one_line() -> None:
 @pytest.fixture
 def filled(tmp_path: Path) -> Iterator[tuple[str, int]]:
     """A pinned hash map of Cilium's lb4 service shape with 100,000 entries: (pin, id)."""
-    pin = f"/sys/fs/bpf/{naming.PREFIX}_test_remote_lb4"
-    subprocess.run(["bpftool", "map", "create", pin, "type", "hash", "key", "12", "value", "12", "entries",
-                    "131072", "name", "cilium_lb4_serv"], check=True)  # fmt: skip
-    try:
-        keys = np.zeros((100_000, 12), np.uint8)
-        keys[:, :4] = np.arange(100_000, dtype=">u4").view(np.uint8).reshape(-1, 4)
-        values = np.repeat(np.arange(12, dtype=np.uint8)[None, :], 100_000, axis=0)
-        lib = bpfmap.libbpf()
-        fd = lib.bpf_obj_get(pin.encode())
-        count = ctypes.c_uint32(len(keys))
-        assert (
-            lib.bpf_map_update_batch(fd, keys.ctypes.data, values.ctypes.data, ctypes.byref(count), None) == 0
-        )
-        os.close(fd)
+    keys = np.zeros((100_000, 12), np.uint8)
+    keys[:, :4] = np.arange(100_000, dtype=">u4").view(np.uint8).reshape(-1, 4)
+    values = np.repeat(np.arange(12, dtype=np.uint8)[None, :], 100_000, axis=0)
+    with pinned_hash("test_remote_lb4", "cilium_lb4_serv", keys, values, 131072) as pin:
         yield pin, bpfmap.read(pin=pin).map_id
-    finally:
-        subprocess.run(["rm", "-f", pin], check=True)
 
 
 def test_a_remote_node_reads_with_its_own_python_and_batch_lookup(
