@@ -37,15 +37,8 @@ def libbpf() -> ctypes.CDLL:
             _lib = ctypes.CDLL(path, use_errno=True)
         except OSError:
             raise NetlabError("libbpf.so.1 is missing", "apt-get install libbpf1") from None
-        _lib.bpf_map_lookup_batch.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                              ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32), ctypes.c_void_p]  # fmt: skip
         _lib.bpf_map_update_batch.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                                               ctypes.POINTER(ctypes.c_uint32), ctypes.c_void_p]  # fmt: skip
-        _lib.bpf_obj_get_info_by_fd.argtypes = [
-            ctypes.c_int,
-            ctypes.c_void_p,
-            ctypes.POINTER(ctypes.c_uint32),
-        ]
         _lib.bpf_obj_get.argtypes = [ctypes.c_char_p]
         _lib.bpf_map_get_fd_by_id.argtypes = [ctypes.c_uint32]
     return _lib

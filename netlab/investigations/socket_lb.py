@@ -42,7 +42,7 @@ def is_backend_map(name: object) -> bool:
 
 
 def map_family(name: object) -> int:
-    return 6 if str(name).startswith(("cilium_lb6_",)) else 4
+    return 6 if str(name).startswith("cilium_lb6_") else 4
 
 
 def service_family(service: str) -> int:
