@@ -7,10 +7,12 @@ calls the garbage collector once the *fast* count (the shared part only) passes
 route falls back to ``ip6_null_entry`` and the packet is dropped in ``ip6_pkt_discard``.
 Each CPU folds its delta into the shared count only past a batch, so fast and slow
 disagree by up to nr_cpus*(batch-1), depending on which CPU runs: the drops come and go.
-Linux 6.3 removed the max_size check (commit af6d10345ca7, also backported).
+Linux 6.3 removed the max_size check (commit af6d10345ca7, also backported: Debian's
+6.1 has it); the kernel's BTF tells which kind of kernel the node runs.
 
 Read-only: rt6_stats and sysctls are read inside each namespace, the counter by a BPF
-iterator (pinned, read, unpinned), drops by a bounded tracefs trace.
+iterator (pinned, read, unpinned), drops by a bounded trace of the drop tracepoint and,
+where kprobes and matching headers exist, of ip6_pkt_drop itself (case 002's method).
 """
 
 from __future__ import annotations
@@ -27,15 +29,22 @@ import plotly.graph_objects as go
 
 from netlab import params
 from netlab.capability import Mechanism, Step
-from netlab.collectors import reach, rt6
+from netlab.collectors import kernel_btf, reach, rt6
+from netlab.errors import NetlabError
 from netlab.findings import HEALTHY, Findings
 from netlab.investigations.base import LIKELY, NOTHING, WORTH_A_LOOK, Evidence, Investigation, Param, Signal
-from netlab.probes import drops, dst_counter
+from netlab.probes import bpf_build, drops, dst_counter, ip6_drop_trace
 from netlab.targets import Target, open_target
 
 OVER_MAX_SIZE = "route-cache-over-max-size"
 SKEW = "percpu-counter-skew"
-# Read on the node: its kernel release and CPU count, which set the batch and the worst gap.
+# Read on the node: its kernel release and CPU count, which set the batch and the worst gap;
+# where it has BTF, whether its dst GC can refuse an allocation (max_size enforced).
+BTF_RULES = Mechanism(
+    "the kernel's BTF (struct dst_ops.gc returns int: max_size checked; void: removed) and the "
+    "percpu_counter batch rule for its release and CPU count",
+    (bpf_build.BTF_FILE,),
+)
 KERNEL_RULES = Mechanism("the kernel's percpu_counter batch rule for its release and CPU count")
 # Drop reasons of IPv6 route lookups that found no route (ip6_pkt_discard and friends).
 ROUTE_DROP_REASONS = (
@@ -46,6 +55,12 @@ ROUTE_DROP_REASONS = (
     "IP_OUTADDRERRORS",
 )
 MAX_SIZE_HINT = "Route cache is full: consider increasing sysctl net.ipv6.route.max_size"
+
+
+def _count(table: Any) -> int:
+    if isinstance(table, pd.DataFrame):
+        return int(table["count"].sum()) if "count" in table else len(table)
+    return len(table or [])
 
 
 def release_tuple(release: str) -> tuple[int, int, int]:
@@ -67,18 +82,25 @@ class KernelRules:
     worst_gap: int
 
 
-def kernel_rules(release: str, nr_cpus: int) -> KernelRules:
+def kernel_rules(release: str, nr_cpus: int, gc_returns: str | None = None) -> KernelRules:
     """max_size enforcement and the dst counter batch for ``release`` on ``nr_cpus``.
 
     - max_size: checked in ip6_dst_gc() until Linux 6.3 removed it (commit af6d10345ca7,
-      "ipv6: remove max_size check inline with ipv4"); stable series received the removal
-      as a backport, so for older releases the answer is "likely", not certain.
+      "ipv6: remove max_size check inline with ipv4"), which also made ``dst_ops.gc``
+      return void instead of the "over max_size" answer dst_alloc() acted on. Stable
+      series and vendors backported it, so the release alone says "likely"; the return
+      type of ``gc`` in the kernel's BTF (``gc_returns``) says "certain".
     - batch: 4.19's dst_entries_add() used the global percpu_counter_batch,
       max(32, 2*nr_cpus); later kernels pass a fixed DST_PERCPU_COUNTER_BATCH of 32
       (include/net/dst_ops.h). The fast count can lag the slow one by nr_cpus*(batch-1).
     """
     version = release_tuple(release)
-    if version >= (6, 3):
+    if gc_returns is not None:
+        enforced = gc_returns != "void"
+        certainty = (f"certain: this kernel's BTF has dst_ops.gc returning {gc_returns}, "
+                     + ("so dst_alloc() fails when ip6_dst_gc() finds the exact count over max_size"
+                        if enforced else "the max_size check removed (af6d10345ca7 or its backport)"))  # fmt: skip
+    elif version >= (6, 3):
         enforced, certainty = False, "certain: removed upstream in 6.3 (af6d10345ca7)"
     else:
         enforced = True
@@ -138,8 +160,9 @@ class RouteCache(Investigation):
     steps = (
         Step("route_state", "rt6_stats", (rt6.PROC,)),
         Step("fast_vs_slow", "percpu fast vs slow", (dst_counter.ITERATOR,)),
-        Step("why_intermittent", "why intermittent", (KERNEL_RULES,)),
+        Step("why_intermittent", "why intermittent", (BTF_RULES, KERNEL_RULES)),
         Step("route_drops", "ip6 route drops", (drops.KFREE_SKB,)),
+        Step("pkt_drop_trace", "ip6_pkt_drop calls (kprobes)", (ip6_drop_trace.KPROBE_TRACE,)),
     )
 
     def prepare(self) -> None:
@@ -185,15 +208,27 @@ class RouteCache(Investigation):
         frame = self.results.get("counter")
         if frame is None:
             frame = self.fast_vs_slow()
+        if not len(frame):
+            why = self.mechanisms.get(self.step("fast_vs_slow").title, "not collected")
+            return go.Figure(layout={"title": f"IPv6 dst entries: fast vs slow not read here ({why})"})
         return px.line(frame, x="t", y=["fast", "slow", "rt6_dst_entries"], markers=True,
                        title="IPv6 dst entries: fast (shared count) vs slow (exact)")  # fmt: skip
 
     def why_intermittent(self) -> pd.DataFrame:
         """The batch this kernel uses and the worst-case fast/slow gap on this host."""
-        self.mechanism("why_intermittent")
+        chosen = self.mechanism("why_intermittent")
         release = self.kernel()
         cpus = int(self.target.run(["nproc", "--all"]).stdout.strip() or 1)
-        rules = kernel_rules(release, cpus)
+        gc_returns = None
+        if chosen is BTF_RULES:
+            try:
+                gc_returns = kernel_btf.function_pointer_returns(
+                    kernel_btf.raw_dump(self.target), "dst_ops", "gc"
+                )
+            except NetlabError as exc:
+                self.used(self.step("why_intermittent").title,
+                          f"{KERNEL_RULES.name} (the BTF could not say: {exc.message})")  # fmt: skip
+        rules = kernel_rules(release, cpus, gc_returns)
         self.results["rules"] = asdict(rules)
         frame = pd.DataFrame([{"kernel": release, "cpus": cpus, "batch": rules.batch, "batch_rule": rules.batch_rule,
                                "worst_case_gap": rules.worst_gap, "enforces_max_size": rules.enforces_max_size,
@@ -215,16 +250,8 @@ class RouteCache(Investigation):
         """IPv6 no-route drops during a bounded trace while the node probes its pod."""
         if self.mechanism("route_drops") is None:
             return pd.DataFrame()
-        during = None
-        if self.pod_ip6:
-
-            def during() -> list[bool]:  # noqa: E306
-                return [
-                    reach.http(self.target, self.pod_ip6, self.pod_port, self.path, timeout=1)[1].ok
-                    for _ in range(5)
-                ]
-
-        trace = drops.trace(self.target, self.duration, max_events=self.max_events, during=during)
+        trace = drops.trace(self.target, self.duration, max_events=self.max_events,
+                            during=self._probe_pod if self.pod_ip6 else None)  # fmt: skip
         events = trace.summary
         route = events[events["reason"].isin(ROUTE_DROP_REASONS)] if len(events) else events
         self.results["route_drops"] = route
@@ -232,32 +259,68 @@ class RouteCache(Investigation):
         log = self.target.host().run(["dmesg"], check=False).stdout
         hints = [line for line in log.splitlines() if MAX_SIZE_HINT in line]
         self.results["max_size_hints"] = hints
-        self.used(
-            "ip6 route drops",
-            trace.mechanism + "; kprobes on ip6_pkt_drop are not needed on kernels with drop reasons",
-        )
+        self.used("ip6 route drops", trace.mechanism)
         self.evidence("IPv6 no-route drops", route, f"kernel log max_size hints: {len(hints)}")
         return route
+
+    def _probe_pod(self) -> list[bool]:
+        return [
+            reach.http(self.target, self.pod_ip6, self.pod_port, self.path, timeout=1)[1].ok for _ in range(5)
+        ]
+
+    def pkt_drop_trace(self) -> pd.DataFrame:
+        """Where kprobes and matching headers exist, case 002's own method: every call of
+        ip6_pkt_drop (a route lookup that fell back to the null route) during a bounded
+        window while the node probes its pod, with kernel stacks."""
+        if self.mechanism("pkt_drop_trace") is None:
+            return pd.DataFrame()
+        title = self.step("pkt_drop_trace").title
+        try:
+            traced = ip6_drop_trace.trace(self.target, self.duration, max_events=self.max_events,
+                                          during=self._probe_pod if self.pod_ip6 else None)  # fmt: skip
+        except NetlabError as exc:
+            self.skipped(title, exc.message)
+            return pd.DataFrame()
+        if not traced.attached:
+            self.skipped(title, "neither ip6_pkt_drop nor ip6_pkt_discard(_out) is in this kernel's symbols")
+            return pd.DataFrame()
+        self.results["pkt_drops"] = traced.drops
+        probes = f" while the node probed [{self.pod_ip6}]:{self.pod_port}" if self.pod_ip6 else ""
+        notes = "".join(f"; {n}" for n in traced.notes)
+        self.used(title, f"{ip6_drop_trace.KPROBE_TRACE.name}: {', '.join(traced.attached)}; {traced.total} "
+                         f"drops in {traced.seconds:g} s{probes}{notes}")  # fmt: skip
+        self.evidence("ip6_pkt_drop calls (kprobes)", traced.drops,
+                      "each row: packets whose route lookup fell back to the null route, by namespace, device "
+                      "and stack")  # fmt: skip
+        return traced.drops
 
     @staticmethod
     def decide(evidence: Evidence) -> Findings:
         results = evidence.results
-        missing = [k for k in ("state", "counter", "rules") if k not in results]
+        missing = [k for k in ("state", "rules") if k not in results]
         if missing:
             return evidence.inconclusive([f"step result {k!r} was not collected" for k in missing])
         state = results["state"].iloc[0]
-        counter = results["counter"].iloc[-1]
         rules = KernelRules(**results["rules"])
-        dst, fast, slow = int(state["dst_entries"]), int(counter["fast"]), int(counter["slow"])
+        dst = int(state["dst_entries"])
         max_size, gc_thresh = int(state.get("max_size", 0)), int(state.get("gc_thresh", 0))
-        gap = slow - fast
-        drops = results.get("route_drops", [])
-        drops_seen = (
-            int(drops["count"].sum()) if isinstance(drops, pd.DataFrame) and "count" in drops else len(drops)
-        )
+        # The tracepoint and the ip6_pkt_drop kprobe see the same drops: the larger count.
+        drops_seen = max(_count(results.get("route_drops")), _count(results.get("pkt_drops")))
         enforcement = (f"{rules.release} {'enforces' if rules.enforces_max_size else 'does not enforce'} "
                        f"net.ipv6.route.max_size ({rules.max_size_certainty})")  # fmt: skip
-        skew = f"the fast count {fast} lags the exact count {slow} by {gap} (batch {rules.batch}, worst case {rules.worst_gap} on this host)"
+        counters = results.get("counter")
+        if isinstance(counters, pd.DataFrame) and len(counters):
+            counter = counters.iloc[-1]
+            fast, slow = int(counter["fast"]), int(counter["slow"])
+            gap = slow - fast
+            skew = f"the fast count {fast} lags the exact count {slow} by {gap} (batch {rules.batch}, worst case {rules.worst_gap} on this host)"
+        else:
+            # Kernels without BTF or BPF iterators (4.19): rt6_stats, the sysctls and the
+            # kernel's rules still decide; only the measured gap is lost.
+            gap = None
+            why = evidence.mechanisms.get("percpu fast vs slow", "not collected")
+            skew = (f"the fast count was not read ({why}), so the gap is not measured: it can reach "
+                    f"{rules.worst_gap} on this host (batch {rules.batch})")  # fmt: skip
         # What the kernel compares with max_size after its GC is the exact (slow) sum,
         # which is rt6_stats' dst count (the counter step's slow sum, read apart). The fast
         # count's lag (up to batch x CPUs) only decides when that exact check runs, so
@@ -276,6 +339,9 @@ class RouteCache(Investigation):
                                  reasons=[f"exact dst count {exact} > max_size {max_size}" if over else
                                           f"exact dst count {exact} <= max_size {max_size}",
                                           f"{drops_seen} IPv6 route drops traced"])  # fmt: skip
+        if gap is None and dst > gc_thresh and not over:
+            return evidence.inconclusive([f"{dst} IPv6 dst entries, past gc_thresh {gc_thresh}, under max_size "
+                                          f"{max_size}; {skew}; {drops_seen} IPv6 route drops seen. {enforcement}."])  # fmt: skip
         if over or (dst > gc_thresh and gap != 0):
             where = f"past gc_thresh {gc_thresh}" + (
                 f" and max_size {max_size}" if over else f", under max_size {max_size}"

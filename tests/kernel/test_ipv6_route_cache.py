@@ -10,7 +10,9 @@ import pytest
 
 from netlab import lab
 from netlab.cli import main
+from netlab.collectors import kernel_btf
 from netlab.investigations import route_cache
+from netlab.targets import LocalTarget
 from tests.kernel.labtools import investigate, leftovers, scenario
 
 pytestmark = pytest.mark.kernel
@@ -22,12 +24,17 @@ def test_broken_lab_names_the_skew_and_enforcement() -> None:
         check = lab.verify(NAME)
         assert check.ok, check.text()
         findings = investigate("route-cache", NAME, healthy=False)
-    rules = route_cache.kernel_rules(findings.kernel, 1)
+    # This kernel's own BTF, read apart: the verdict follows what it says of max_size.
+    gc = kernel_btf.function_pointer_returns(kernel_btf.raw_dump(LocalTarget()), "dst_ops", "gc")
+    rules = route_cache.kernel_rules(findings.kernel, 1, gc)
     assert findings.verdict == (
         "route-cache-over-max-size" if rules.enforces_max_size else "percpu-counter-skew"
     )
+    assert f"certain: this kernel's BTF has dst_ops.gc returning {gc}" in findings.summary
     if not rules.enforces_max_size:
         assert "does not enforce net.ipv6.route.max_size" in findings.summary
+    # No kprobes on this machine: the ip6_pkt_drop step says so rather than guessing.
+    assert findings.mechanisms["ip6_pkt_drop calls (kprobes)"].startswith("skipped: no mechanism can run here")
     counter = next(e for e in findings.evidence if e.title == "dst counter: fast vs slow").frame()
     # The dst count grew; slow matches rt6_stats; the gap is within the batch bound.
     assert (counter["slow"] == counter["rt6_dst_entries"]).all()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from netlab.findings import Findings
 from netlab.investigations import get
 from netlab.investigations.base import Evidence
 
@@ -266,3 +267,64 @@ def test_a_large_node_under_max_size_without_drops_is_not_over_max_size() -> Non
     assert node(3900, 0) != "route-cache-over-max-size"  # within the fast count's lag: no evidence
     assert node(3900, 12) == "route-cache-over-max-size"
     assert node(4200, 0) == "route-cache-over-max-size"
+
+
+def _route_cache_node(exact: int, *, gc_returns: str | None, release: str = "4.19.0", counter: bool = True,
+                      kprobe_drops: int = 0) -> Findings:  # fmt: skip
+    """The broken lab's evidence as another node: max_size 4096, gc_thresh 1024, its
+    exact count, its kernel (BTF or not), with or without the fast count and kprobe drops."""
+    from dataclasses import asdict
+
+    from netlab.investigations.route_cache import kernel_rules
+
+    evidence, _ = replay("route-cache", "broken")
+    state = evidence.results["state"].copy()
+    state.loc[0, ["dst_entries", "max_size", "gc_thresh"]] = [exact, 4096, 1024]
+    evidence.results["state"] = state
+    if counter:
+        frame = evidence.results["counter"].copy()
+        frame["slow"], frame["fast"] = exact, exact - 40
+        evidence.results["counter"] = frame
+    else:
+        del evidence.results["counter"]
+        evidence.mechanisms["percpu fast vs slow"] = "skipped: no mechanism can run here: needs btf"
+    evidence.results["route_drops"] = pd.DataFrame(columns=["reason", "count"])
+    evidence.results["pkt_drops"] = pd.DataFrame(
+        [{"netns": 4026531840, "dev": "eth0", "daddr": "fd00::1", "count": kprobe_drops}]
+        if kprobe_drops
+        else [],
+        columns=["netns", "dev", "daddr", "count"],
+    )
+    evidence.results["rules"] = asdict(kernel_rules(release, 96, gc_returns))
+    return get("route-cache").decide(evidence)
+
+
+def test_route_cache_where_the_btf_says_max_size_is_not_checked() -> None:
+    """Debian's 6.1: past max_size, but its BTF shows the check removed: skew, not
+    overflow, and the summary says how that is known."""
+    findings = _route_cache_node(4200, gc_returns="void", release="6.1.0-57-amd64")
+    assert findings.verdict == "percpu-counter-skew"
+    assert "does not enforce net.ipv6.route.max_size (certain: this kernel's BTF" in findings.summary
+    assert (
+        _route_cache_node(4200, gc_returns="int", release="6.1.0-57-amd64").verdict
+        == "route-cache-over-max-size"
+    )
+
+
+def test_route_cache_ip6_pkt_drop_calls_are_drops_seen() -> None:
+    assert _route_cache_node(3900, gc_returns="int").verdict != "route-cache-over-max-size"
+    findings = _route_cache_node(3900, gc_returns="int", kprobe_drops=7)
+    assert findings.verdict == "route-cache-over-max-size" and "7 IPv6 route drops" in findings.summary
+
+
+def test_route_cache_without_the_fast_count_still_decides() -> None:
+    """Case 002's own 4.19 without BTF: no iterator, so no fast count; rt6_stats, the
+    sysctls and the kernel's rules still give a verdict where they can, and say what is
+    not known where they cannot."""
+    assert _route_cache_node(4200, gc_returns=None, counter=False).verdict == "route-cache-over-max-size"
+    assert _route_cache_node(500, gc_returns=None, counter=False).verdict == "healthy"
+    unsure = _route_cache_node(3900, gc_returns=None, counter=False)
+    assert unsure.verdict == "inconclusive"
+    assert "the fast count was not read (skipped: no mechanism can run here: needs btf)" in " ".join(
+        unsure.reasons
+    )
