@@ -32,14 +32,10 @@ COLUMNS = ["netns", "dev", "direction", "icmpv6", "saddr", "daddr", "count", "st
 
 
 @dataclass
-class Ip6DropTrace:
-    drops: pd.DataFrame
-    attached: list[str]
-    seconds: float
-    events: int
-    capped: bool
-    during: Any = None
-    notes: list[str] = field(default_factory=list)
+class Ip6DropTrace(bcc_trace.BccTrace):
+    """The trace, with its drops as a table."""
+
+    drops: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def total(self) -> int:
@@ -75,13 +71,13 @@ def trace(
     traced = bcc_trace.run(target, "ip6_pkt_drop.bcc.c", _PROBES, ("drops",), seconds,
                            what="the BCC ip6_pkt_drop trace", max_events=max_events, max_keys=max_keys,
                            during=during)  # fmt: skip
-    notes = [n for n in traced.notes if not n.startswith("not in this kernel")]
+    # The discard handlers are missing only where ip6_pkt_drop is probed instead.
+    traced.notes = [n for n in traced.notes if not n.startswith("not in this kernel")]
     if "ip6_pkt_drop" not in traced.attached and traced.attached:
-        notes.append(
+        traced.notes.append(
             f"ip6_pkt_drop is inlined in this kernel: its callers {', '.join(traced.attached)} were probed"
         )
-    return Ip6DropTrace(frame(traced.tables["drops"]), traced.attached, traced.seconds, traced.events,
-                        traced.capped, traced.during, notes)  # fmt: skip
+    return Ip6DropTrace(**vars(traced), drops=frame(traced.tables["drops"]))
 
 
 KPROBE_TRACE = Mechanism(

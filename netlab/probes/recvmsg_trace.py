@@ -46,16 +46,11 @@ REFUSED_COLUMNS = ["pid", "comm", "function", "error", "map_id", "family", "loca
 
 
 @dataclass
-class RecvmsgTrace:
-    calls: pd.DataFrame
-    refused: pd.DataFrame
-    attached: list[str]
-    missing: list[str]
-    seconds: float
-    events: int
-    capped: bool
-    during: Any = None
-    notes: list[str] = field(default_factory=list)
+class RecvmsgTrace(bcc_trace.BccTrace):
+    """The trace, with its calls and refused inserts as tables."""
+
+    calls: pd.DataFrame = field(default_factory=pd.DataFrame)
+    refused: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _address(family: int, words: list[int]) -> str:
@@ -102,9 +97,8 @@ def trace(
                            what="the BCC recvmsg trace", defines={"PORT": port}, max_events=max_events,
                            max_keys=max_keys, during=during)  # fmt: skip
     comms = {r["key"]: r["comm"] for r in traced.tables["comms"]}
-    return RecvmsgTrace(frames(traced.tables["calls"], "calls", comms),
-                        frames(traced.tables["refused"], "refused", comms), traced.attached, traced.missing,
-                        traced.seconds, traced.events, traced.capped, traced.during, traced.notes)  # fmt: skip
+    return RecvmsgTrace(**vars(traced), calls=frames(traced.tables["calls"], "calls", comms),
+                        refused=frames(traced.tables["refused"], "refused", comms))  # fmt: skip
 
 
 KPROBE_TRACE = Mechanism(

@@ -10,8 +10,10 @@ percpu counter's fast and slow values move.
 Which part reproduces where: on kernels that still enforce max_size (before Linux 6.3,
 commit af6d10345ca7, unless a stable backport removed it) new routes then fail and the
 node's probes to its pods drop intermittently, as in the case. From 6.3 on the check is
-gone: the count passes max_size and nothing fails. This lab VM runs 6.18, so here the
-counter moves and the probes keep working. Healthy twin: default sysctls, no flood.
+gone: the count passes max_size and nothing fails. This lab VM runs 6.18 and the guest
+node Debian's 6.1, which carries the removal (its BTF's dst_ops.gc returns void), so on
+both the counter moves and the probes keep working. Healthy twin: default sysctls, no
+flood.
 """
 
 from __future__ import annotations
