@@ -10,9 +10,9 @@ or from Python::
 
 ``up`` builds the incident, or with ``--healthy`` its healthy twin, or another twin the
 scenario declares (``--twin rollout`` for stale-cgroup-prog; ``lab list`` names them). It
-saves the scenario's parameters, the twin among them, in ``/run/netlab`` (``$NETLAB_STATE``), so
-``netlab run INVESTIGATION --lab NAME`` and notebooks pick them up; the lab stays up
-across processes until ``down``.
+saves the scenario's parameters, the twin among them, in ``/run/netlab``
+(``$NETLAB_STATE``), so ``netlab run INVESTIGATION --lab NAME`` and notebooks pick them
+up; the lab stays up across processes until ``down``.
 
 Every command takes ``--target ssh://NODE`` (every function ``target=``): the lab is
 then built on that node, by netlab's own code shipped there for it (:mod:`netlab.ship`),

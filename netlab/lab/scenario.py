@@ -82,11 +82,12 @@ class Scenario:
     """One incident reproduced in namespaces.
 
     Subclasses set the class attributes and implement :meth:`build`, :meth:`verify`
-    and :meth:`teardown`, each told which of ``twins`` to make or check (the incident and
-    its healthy twin; a scenario may declare more). ``build`` returns the parameters an investigation needs (its
-    notebook's ``parameters`` cell names); ``teardown`` must remove everything the
-    scenario made outside its namespaces (BPF pins, cgroups, host sysctls) by name, so it
-    also works after a crashed ``up`` with no saved state.
+    and :meth:`teardown`; the first two (and :meth:`took_effect`) are told which of
+    ``twins`` to make or check (the incident and its healthy twin; a scenario may declare
+    more). ``build`` returns the parameters an investigation needs (its notebook's
+    ``parameters`` cell names); ``teardown`` must remove everything the scenario made
+    outside its namespaces (BPF pins, cgroups, host sysctls) by name, so it also works
+    after a crashed ``up`` with no saved state.
     """
 
     name: str = ""
