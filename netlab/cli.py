@@ -38,31 +38,29 @@ def cmd_lab(args: argparse.Namespace) -> int:
     from netlab import lab
 
     if args.lab_command == "list":
-        rows = [
-            {"scenario": s.name, "investigation": s.investigation, "about": s.description}
-            for s in lab.SCENARIOS().values()
-        ]
+        scenarios = lab.SCENARIOS().values()
         if args.json:
-            _print_json(rows)
+            _print_json([{"scenario": s.name, "investigation": s.investigation, "about": s.description,
+                          "twins": [vars(t) for t in s.twins]} for s in scenarios])  # fmt: skip
         else:
-            for row in rows:
-                print(
-                    f"{row['scenario']:<20} -> netlab run {row['investigation']}\n    {row['about'].strip()}\n"
-                )
+            for s in scenarios:
+                twins = ", ".join(t.name for t in s.twins)
+                print(f"{s.name:<20} -> netlab run {s.investigation}\n    {s.description.strip()}\n"
+                      f"    twins: {twins}\n")  # fmt: skip
         return 0
     if args.lab_command == "up":
-        params = lab.up(args.name, healthy=args.healthy, target=args.target)
+        params = lab.up(args.name, healthy=args.healthy, twin=args.twin, target=args.target)
         if args.json:
             _print_json(params)
         else:
-            twin = "healthy twin" if args.healthy else "incident"
+            twin = lab.scenario(args.name).twin(params["twin"]).label
             print(f"lab {args.name} is up ({twin}); parameters saved for `netlab run ... --lab {args.name}`:")
             _print_json(params)
         return 0
     if args.lab_command == "verify":
         result = lab.verify(args.name, target=args.target)
         if args.json:
-            _print_json({"scenario": result.scenario, "healthy": result.healthy, "ok": result.ok,
+            _print_json({"scenario": result.scenario, "twin": result.twin.name, "healthy": result.healthy, "ok": result.ok,
                          "checks": [vars(c) for c in result.checks]})  # fmt: skip
         else:
             print(result.text())
@@ -256,10 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--target", default=None, help=on_node)
     q = lab_sub.add_parser("up", help="bring a scenario up (idempotent)")
     q.add_argument("name")
-    q.add_argument("--healthy", action="store_true", help="the same topology without the fault")
+    twin = q.add_mutually_exclusive_group()
+    twin.add_argument("--healthy", action="store_true", help="the same topology without the fault")
+    twin.add_argument("--twin", default="", metavar="TWIN",
+                      help="another way to bring it up that the scenario declares (`netlab lab list` names "
+                      "them), e.g. --twin rollout for stale-cgroup-prog; --healthy is --twin healthy")  # fmt: skip
     q.add_argument("--json", action="store_true")
     q.add_argument("--target", default=None, help=on_node)
-    q = lab_sub.add_parser("verify", help="demonstrate the symptom (or that the healthy twin works)")
+    q = lab_sub.add_parser("verify", help="demonstrate the symptom (or that a healthy twin works)")
     q.add_argument("name")
     q.add_argument("--json", action="store_true")
     q.add_argument("--target", default=None, help=on_node)

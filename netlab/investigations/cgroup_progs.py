@@ -301,19 +301,7 @@ class CgroupProgs(Investigation):
         actual = results.get("actual", {})
         hooks = walked.get("hooks", [])
         if stale.empty:
-            summary = (f"Every connect program agrees with the agent-managed service map, for all "
-                       f"{walked.get('services', 0):,} services walked.")  # fmt: skip
-            crowded = [h for h in hooks if len([p for p in h["programs"] if p.get("map_id") is not None]) > 1]
-            for h in crowded[:1]:
-                listed = ", ".join(
-                    f"{p['prog_id']} ({p['name']}, loaded {p['loaded_at'] or '?'})" for p in h["programs"]
-                )
-                summary += (f" Several {h['hook']} programs run for {h['cgroup']}: {listed}. Their maps agree, as "
-                            "during an agent rollout; if the older one is still there once the rollout is over, it "
-                            "is a leftover that will rewrite from its own map when the services change.")  # fmt: skip
-            if not crowded and any(len(h["programs"]) > 1 for h in hooks):
-                summary += " Several programs share a hook, but their maps agree."
-            return evidence.findings(HEALTHY, summary)
+            return evidence.findings(HEALTHY, _agreeing(walked, results.get("lb_rows")))
         first = stale.sort_values("position").iloc[0]
         dup = results.get("duplicate_maps")
         pair = ""
@@ -368,3 +356,41 @@ class CgroupProgs(Investigation):
         if len(lb) > 1 or len(crowded):
             return Signal("cgroup-progs", WORTH_A_LOOK, "duplicate LB maps or several programs on one hook")
         return Signal("cgroup-progs", NOTHING, "one program per cgroup hook, no duplicate LB maps")
+
+
+def _agreeing(walked: dict[str, Any], rows: dict[str, int] | None) -> str:
+    """The healthy summary. The walked services end where the agent's map says; where
+    several programs with LB maps run on one hook (as mid-rollout) they are named with
+    their load times, and the summary says what was compared: the walked services, and
+    the lb maps step's count of service slots on which copies disagree (``rows``)."""
+    count = int(walked.get("services", 0))
+    scope = f"the {count:,} service{'' if count == 1 else 's'} walked"
+    summary = f"Every connect program agrees with the agent-managed service map for {scope}."
+    hooks = walked.get("hooks", [])
+    crowded = [h for h in hooks if len([p for p in h["programs"] if p.get("map_id") is not None]) > 1]
+    for h in crowded[:1]:
+        listed = ", ".join(
+            f"{p['prog_id']} ({p['name']}, loaded {p['loaded_at'] or '?'})" for p in h["programs"]
+        )
+        others = [
+            str(p["prog_id"]) for p in h["programs"] if p.get("map_id") is not None and not p.get("agent_map")
+        ]
+        summary += (
+            f" Several {h['hook']} programs with LB maps run for {h['cgroup']}, in run order: {listed}."
+        )
+        if rows is not None and not rows.get("disagreeing"):
+            summary += " The LB maps the programs rewrite from agree on every service they share"
+            summary += ", as in the middle of an agent rollout." if others else "."
+        else:
+            differ = (
+                f"{rows['disagreeing']:,} service slots differ between copies"
+                if rows
+                else "no others compared"
+            )
+            summary += f" Their maps agree on {scope} ({differ})."
+        if others:
+            summary += (f" Not using the agent-managed map: {', '.join(others)}. Still attached once the rollout is "
+                        "over, such a program is a leftover that rewrites from maps the agent no longer changes.")  # fmt: skip
+    if not crowded and any(len(h["programs"]) > 1 for h in hooks):
+        summary += " Several programs share a hook, but their maps agree."
+    return summary

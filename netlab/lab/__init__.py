@@ -1,6 +1,6 @@
 """The lab: each of the four incidents reproduced for real in network namespaces.
 
-``netlab lab list | up NAME [--healthy] | verify NAME | status | down [NAME | --all]``
+``netlab lab list | up NAME [--healthy | --twin TWIN] | verify NAME | status | down [NAME | --all]``
 (``netlab lab guest up | status | down`` for the second node, :mod:`netlab.lab.guest`),
 or from Python::
 
@@ -8,9 +8,11 @@ or from Python::
     with lab.running("stuck-tcp") as params:
         ...
 
-``up`` saves the scenario's parameters in ``/run/netlab`` (``$NETLAB_STATE``), so
-``netlab run INVESTIGATION --lab NAME`` and notebooks pick them up; the lab stays up
-across processes until ``down``.
+``up`` builds the incident, or with ``--healthy`` its healthy twin, or another twin the
+scenario declares (``--twin rollout`` for stale-cgroup-prog; ``lab list`` names them). It
+saves the scenario's parameters, the twin among them, in ``/run/netlab``
+(``$NETLAB_STATE``), so ``netlab run INVESTIGATION --lab NAME`` and notebooks pick them
+up; the lab stays up across processes until ``down``.
 
 Every command takes ``--target ssh://NODE`` (every function ``target=``): the lab is
 then built on that node, by netlab's own code shipped there for it (:mod:`netlab.ship`),
@@ -30,13 +32,14 @@ from typing import Any
 from netlab import naming, ship
 from netlab.errors import NetlabError
 from netlab.lab import guest
-from netlab.lab.scenario import Scenario, VerifyResult
+from netlab.lab.scenario import HEALTHY, INCIDENT, Scenario, Twin, VerifyResult
 from netlab.lab.topology import destroy_namespaces, kill_netns_processes, netns_exists, owned_namespaces
 from netlab.targets import Target, open_target
 
 __all__ = [
     "SCENARIOS",
     "Scenario",
+    "Twin",
     "VerifyResult",
     "down",
     "load_params",
@@ -116,20 +119,27 @@ def node_target(name: str, target: str | Target) -> tuple[Target, dict[str, Any]
     return tgt, params
 
 
-def up(name: str, *, healthy: bool = False, target: str | Target | None = None) -> dict[str, Any]:
-    """Bring scenario ``name`` up (idempotent) and return its parameters."""
+def up(
+    name: str, *, healthy: bool = False, twin: str = "", target: str | Target | None = None
+) -> dict[str, Any]:
+    """Bring scenario ``name`` up as ``twin`` (idempotent) and return its parameters: the
+    incident by default, ``healthy=True`` for the healthy twin, ``twin`` any twin the
+    scenario declares."""
     scn = scenario(name)
+    if healthy and twin not in ("", HEALTHY.name):
+        raise NetlabError(f"lab up {name}: healthy and twin {twin!r} both given", "choose one")
+    chosen = scn.twin(twin or (HEALTHY if healthy else INCIDENT).name)
     node = _remote(target)
     if node is not None:
-        _on_node(node, "up", name, *(["--healthy"] if healthy else []))
+        _on_node(node, "up", name, "--twin", chosen.name)
         return load_params(name, node)
     with contextlib.suppress(NetlabError):
         current = load_params(name)
         # Reuse only what is really there: a state file can outlive its lab (a reboot of
         # the namespaces, a partial ``down``, another test's leftovers).
-        if current.get("healthy") == healthy and _intact(scn, current):
+        if _saved_twin(scn, current) == chosen and _intact(scn, current):
             return current
-        down(name)  # the other twin, or a damaged one, is up: replace it
+        down(name)  # another twin, or a damaged one, is up: replace it
     topo = scn.topology()
     try:
         topo.build()
@@ -137,15 +147,16 @@ def up(name: str, *, healthy: bool = False, target: str | Target | None = None) 
         params = {
             "scenario": scn.name,
             "investigation": scn.investigation,
-            "healthy": healthy,
+            "twin": chosen.name,
+            "healthy": chosen.healthy,
             **topo.params(),
-            **scn.build(topo, healthy),
+            **scn.build(topo, chosen),
             "ready_seconds": ready,
         }
-        missing = scn.took_effect(params, healthy)
+        missing = scn.took_effect(params, chosen)
         if missing:
-            twin = "healthy twin" if healthy else "fault"
-            raise NetlabError(f"lab {name}: the {twin} did not take effect: {'; '.join(missing)}",
+            what = "fault" if chosen == INCIDENT else chosen.label
+            raise NetlabError(f"lab {name}: the {what} did not take effect: {'; '.join(missing)}",
                               "run `netlab lab down --all` and try again; if it persists, report it")  # fmt: skip
     except BaseException:
         # A half-built lab is worse than none.
@@ -157,10 +168,16 @@ def up(name: str, *, healthy: bool = False, target: str | Target | None = None) 
     return params
 
 
+def _saved_twin(scn: Scenario, params: dict[str, Any]) -> Twin:
+    """The twin a lab's saved parameters were built as."""
+    # A state file written before twins had names says only whether it is healthy.
+    return scn.twin(params.get("twin") or (HEALTHY if params.get("healthy") else INCIDENT).name)
+
+
 def _intact(scn: Scenario, params: dict[str, Any]) -> bool:
     if not all(map(netns_exists, scn.topology().namespaces())):
         return False
-    return not scn.took_effect(params, bool(params.get("healthy")))
+    return not scn.took_effect(params, _saved_twin(scn, params))
 
 
 def reproduction(name: str, target: str | Target | None = None) -> Callable[[], Any]:
@@ -178,12 +195,12 @@ def verify(name: str, target: str | Target | None = None) -> VerifyResult:
     node = _remote(target)
     if node is not None:
         data = json.loads(_on_node(node, "verify", name, "--json"))
-        result = VerifyResult(data["scenario"], data["healthy"])
+        result = VerifyResult(data["scenario"], scenario(data["scenario"]).twin(data["twin"]))
         for check in data["checks"]:
             result.add(check["check"], check["expected"], check["observed"], check["ok"])
         return result
-    params = load_params(name)
-    return scenario(name).verify(params, bool(params.get("healthy")))
+    scn, params = scenario(name), load_params(name)
+    return scn.verify(params, _saved_twin(scn, params))
 
 
 def _teardown(scn: Scenario) -> None:
@@ -246,8 +263,7 @@ def status(target: str | Target | None = None) -> list[dict[str, Any]]:
     rows = []
     for scn in _registry().values():
         try:
-            params = load_params(scn.name)
-            state = "up (healthy twin)" if params.get("healthy") else "up (incident)"
+            state = f"up ({_saved_twin(scn, load_params(scn.name)).label})"
         except NetlabError:
             live = [n for n in scn.topology().namespaces() if os.path.exists(f"/run/netns/{n}")]
             state = "leftovers: run `netlab lab down --all`" if live else "down"
@@ -263,9 +279,12 @@ def status(target: str | Target | None = None) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def running(name: str, *, healthy: bool = False, keep: bool = False) -> Iterator[dict[str, Any]]:
-    """Bring ``name`` up for the ``with`` block and down afterwards (unless ``keep``)."""
-    params = up(name, healthy=healthy)
+def running(
+    name: str, *, healthy: bool = False, twin: str = "", keep: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Bring ``name`` up (as :func:`up` does) for the ``with`` block and down afterwards
+    (unless ``keep``)."""
+    params = up(name, healthy=healthy, twin=twin)
     try:
         yield params
     finally:

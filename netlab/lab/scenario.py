@@ -1,14 +1,36 @@
-"""The scenario interface every lab incident implements, and the results of ``verify``."""
+"""The scenario interface every lab incident implements, its twins (the ways to bring it
+up), and the results of ``verify``."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from netlab.errors import NetlabError
 from netlab.lab.topology import Topology
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+@dataclass(frozen=True)
+class Twin:
+    """One way to bring a scenario up: the incident, its healthy twin, or a variant the
+    scenario declares by name (stale-cgroup-prog's ``rollout``). ``healthy``: the
+    scenario's investigation should find nothing wrong on it."""
+
+    name: str
+    healthy: bool
+    about: str
+
+    @property
+    def label(self) -> str:
+        """How commands name it: ``incident``, ``healthy twin``, ``rollout twin``."""
+        return self.name if self == INCIDENT else f"{self.name} twin"
+
+
+INCIDENT = Twin("incident", False, "the fault")
+HEALTHY = Twin("healthy", True, "the same topology without the fault")
 
 
 @dataclass
@@ -24,8 +46,12 @@ class VerifyCheck:
 @dataclass
 class VerifyResult:
     scenario: str
-    healthy: bool
+    twin: Twin
     checks: list[VerifyCheck] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return self.twin.healthy
 
     @property
     def ok(self) -> bool:
@@ -41,9 +67,9 @@ class VerifyResult:
         return pd.DataFrame([asdict(c) for c in self.checks])
 
     def text(self) -> str:
-        twin = "healthy twin" if self.healthy else "incident"
         lines = [
-            f"verify {self.scenario} ({twin}): {'reproduced as described' if self.ok else 'NOT as described'}"
+            f"verify {self.scenario} ({self.twin.label}): "
+            + ("reproduced as described" if self.ok else "NOT as described")
         ]
         for c in self.checks:
             lines.append(
@@ -56,10 +82,12 @@ class Scenario:
     """One incident reproduced in namespaces.
 
     Subclasses set the class attributes and implement :meth:`build`, :meth:`verify`
-    and :meth:`teardown`. ``build`` returns the parameters an investigation needs (its
-    notebook's ``parameters`` cell names); ``teardown`` must remove everything the
-    scenario made outside its namespaces (BPF pins, cgroups, host sysctls) by name, so it
-    also works after a crashed ``up`` with no saved state.
+    and :meth:`teardown`; the first two (and :meth:`took_effect`) are told which of
+    ``twins`` to make or check (the incident and its healthy twin; a scenario may declare
+    more). ``build`` returns the parameters an investigation needs (its notebook's
+    ``parameters`` cell names); ``teardown`` must remove everything the scenario made
+    outside its namespaces (BPF pins, cgroups, host sysctls) by name, so it also works
+    after a crashed ``up`` with no saved state.
     """
 
     name: str = ""
@@ -67,18 +95,27 @@ class Scenario:
     investigation: str = ""
     description: str = ""
     pods: tuple[str, ...] = ("pod1", "pod2")
+    twins: tuple[Twin, ...] = (INCIDENT, HEALTHY)
+
+    def twin(self, name: str) -> Twin:
+        """The twin called ``name``."""
+        for twin in self.twins:
+            if twin.name == name:
+                return twin
+        raise NetlabError(f"lab scenario {self.name} has no twin {name!r}",
+                          f"choose one of: {', '.join(t.name for t in self.twins)}")  # fmt: skip
 
     def topology(self) -> Topology:
         return Topology(self.short, self.pods)
 
-    def build(self, topo: Topology, healthy: bool) -> dict[str, Any]:
+    def build(self, topo: Topology, twin: Twin) -> dict[str, Any]:
         raise NotImplementedError
 
-    def verify(self, params: dict[str, Any], healthy: bool) -> VerifyResult:
+    def verify(self, params: dict[str, Any], twin: Twin) -> VerifyResult:
         raise NotImplementedError
 
-    def took_effect(self, params: dict[str, Any], healthy: bool) -> list[str]:
-        """What of the scenario's state (the fault, or its absence on the healthy twin) is
+    def took_effect(self, params: dict[str, Any], twin: Twin) -> list[str]:
+        """What of ``twin``'s state (the fault, or its absence on the healthy twin) is
         not in place right after ``build``, in words; empty when all is. Cheap, read-only
         checks: ``verify`` is the full demonstration."""
         return []

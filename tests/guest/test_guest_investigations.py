@@ -3,11 +3,13 @@
 The lab is built on the node by netlab's shipped code (``netlab lab up --target``), the
 run reads its parameters there (``--lab``), and every step runs on the node through the
 ssh target: no netlab is installed in the guest (this machine's is hidden from it).
-Each verdict both ways, then nothing of netlab's is left on the node, checked by name.
+Each verdict both ways (and on stale-cgroup-prog's rollout twin, healthy with its note),
+then nothing of netlab's is left on the node, checked by name.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,3 +89,35 @@ def test_verdict_on_the_guest(labs_on_guest: str, scenario: str, investigation: 
     if healthy:
         lab.down(scenario, target=labs_on_guest)
         assert not [x for x in cleanup.leftovers(open_target(labs_on_guest)) if not x.startswith("shipped")]
+
+
+# Twins beyond the healthy one: scenario, investigation, twin, what the summary says.
+OTHER_TWINS = [
+    ("stale-cgroup-prog", "cgroup-progs", "rollout", "as in the middle of an agent rollout"),
+]
+
+
+@pytest.mark.parametrize(("scenario", "investigation", "twin", "note"), OTHER_TWINS,
+                         ids=[f"{c[0]}-{c[2]}" for c in OTHER_TWINS])  # fmt: skip
+def test_other_twins_on_the_guest(labs_on_guest: str, scenario: str, investigation: str, twin: str, note: str,
+                                  tmp_path: Path) -> None:  # fmt: skip
+    """The twin is built on the node by its name (``lab up --twin``) and saved there."""
+    params = lab.up(scenario, twin=twin, target=labs_on_guest)
+    assert params["twin"] == twin and params["healthy"] is True
+    states = {r["scenario"]: r["state"] for r in lab.status(target=labs_on_guest)}
+    assert states[scenario] == f"up ({twin} twin)", states
+    check = lab.verify(scenario, target=labs_on_guest)
+    assert check.ok and check.twin.name == twin, check.text()
+    findings = runner.run(
+        investigation, target=labs_on_guest, lab=scenario, out=tmp_path, html=False
+    ).findings
+    assert findings.verdict == "healthy", findings.summary
+    assert note in findings.summary, findings.summary
+    if scenario == "stale-cgroup-prog":
+        # Both generations' connect4 programs, in run order, with their load times.
+        old, new = params["old_prog_id"], params["new_prog_id"]
+        listed = rf"in run order: {old} \([^,_]+_sock4_connect, loaded \d{{4}}-[^)]+\), {new} \([^,_]+_cil_sock4_connect, loaded \d{{4}}-"
+        assert re.search(listed, findings.summary), findings.summary
+        assert f"Not using the agent-managed map: {params['old_prog_id']}." in findings.summary
+    lab.down(scenario, target=labs_on_guest)
+    assert not [x for x in cleanup.leftovers(open_target(labs_on_guest)) if not x.startswith("shipped")]

@@ -20,23 +20,25 @@ __all__ = ["bpf_state", "investigate", "leftovers", "scenario"]
 EVIDENCE = os.path.join(os.path.dirname(__file__), "..", "data", "evidence")
 
 
-def investigate(name: str, scenario: str, *, healthy: bool, **params: Any) -> Findings:
+def investigate(name: str, scenario: str, *, healthy: bool, twin: str = "", **params: Any) -> Findings:
     """Run investigation ``name`` against the lab scenario that is up, as its notebook does.
     With ``NETLAB_RECORD_EVIDENCE=1`` the evidence is saved into tests/data/evidence for
-    the replay tests (tests/unit/test_verdicts.py)."""
+    the replay tests (tests/unit/test_verdicts.py), as NAME-broken, NAME-healthy or, for
+    another twin, NAME-TWIN."""
     run = get(name).start(lab=scenario, **params)
     findings = run.run()
     if os.environ.get("NETLAB_RECORD_EVIDENCE") == "1":
         os.makedirs(EVIDENCE, exist_ok=True)
-        run.collected().save(os.path.join(EVIDENCE, f"{name}-{'healthy' if healthy else 'broken'}.json"))
+        kind = twin or ("healthy" if healthy else "broken")
+        run.collected().save(os.path.join(EVIDENCE, f"{name}-{kind}.json"))
     return findings
 
 
 @contextmanager
-def scenario(name: str, *, healthy: bool = False) -> Iterator[dict[str, Any]]:
+def scenario(name: str, *, healthy: bool = False, twin: str = "") -> Iterator[dict[str, Any]]:
     lab.down(name)
     try:
-        yield lab.up(name, healthy=healthy)
+        yield lab.up(name, healthy=healthy, twin=twin)
     finally:
         lab.down(name)
 

@@ -1,10 +1,11 @@
 """Case 003 on the real kernel: the stale-cgroup-prog lab and the cgroup-progs
-investigation, both twins; read-only; nothing left behind."""
+investigation, each twin; read-only; nothing left behind."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,6 +53,45 @@ def test_healthy_twin_is_healthy() -> None:
         assert lab.verify(NAME).ok
         findings = investigate("cgroup-progs", NAME, healthy=True)
     assert findings.verdict == "healthy", findings.summary
+    assert leftovers() == []
+
+
+def test_rollout_twin_is_healthy_with_a_note() -> None:
+    """Both generations attached as in the incident, the old one's maps holding the
+    agent's services and backends, as in the middle of an agent rollout: healthy, and the
+    note names both connect4 programs with their load times."""
+    with scenario(NAME, twin="rollout") as params:
+        assert params["twin"] == "rollout" and params["healthy"] is True and params["stale_backend"] == ""
+        assert {r["scenario"]: r["state"] for r in lab.status()}[NAME] == "up (rollout twin)"
+        check = lab.verify(NAME)
+        assert check.ok and check.twin.name == "rollout", check.text()
+        before = bpf_state()
+        findings = investigate("cgroup-progs", NAME, healthy=True, twin="rollout")
+        assert bpf_state() == before, "the investigation changed BPF state"
+    assert findings.verdict == "healthy", findings.summary
+    old, new = params["old_prog_id"], params["new_prog_id"]
+    for prog_id, name in (
+        (old, f"{naming.PREFIX}_sock4_connect"),
+        (new, f"{naming.PREFIX}_cil_sock4_connect"),
+    ):
+        assert re.search(rf"\b{prog_id} \({name}, loaded \d{{4}}-\d\d-\d\dT", findings.summary), (
+            findings.summary
+        )
+    assert (
+        f"in run order: {old} (" in findings.summary
+        and "as in the middle of an agent rollout" in findings.summary
+    )
+    assert "agree on every service they share" in findings.summary
+    assert f"Not using the agent-managed map: {old}." in findings.summary
+    # Both generations in the inventory, the old one first on each connect hook.
+    inventory = next(e for e in findings.evidence if e.title == "cgroup programs per hook, in run order")
+    for hook in ("connect4", "connect6"):
+        rows = sorted((r for r in inventory.rows if r["hook"] == hook), key=lambda r: r["position"])
+        assert [r["name"].split("_", 1)[1] for r in rows] == [
+            f"sock{hook[-1]}_connect",
+            f"cil_sock{hook[-1]}_connect",
+        ]
+    assert findings.mechanisms["real connect"].startswith("a probe process (python3) joined")
     assert leftovers() == []
 
 

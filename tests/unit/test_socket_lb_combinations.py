@@ -130,7 +130,26 @@ def test_the_old_generation_first_is_named_and_an_empty_copy_is_not() -> None:
     )
     rollout = _decide([("agent", "good"), ("unpinned", "good")], [("agent", "good"), ("unpinned", "good")],
                       programs, None)  # fmt: skip
-    assert rollout.verdict == "healthy" and "as during an agent rollout" in rollout.summary
+    assert rollout.verdict == "healthy" and "as in the middle of an agent rollout" in rollout.summary
+    assert (
+        "1 (sock4_0, loaded 2026-11-25T00:00:00), 3 (sock4_2, loaded 2026-11-25T00:02:00)" in rollout.summary
+    )
+    assert "agree on every service they share" in rollout.summary
+    assert "Not using the agent-managed map: 1. Still attached once the rollout is over" in rollout.summary
+
+
+def test_the_rollout_note_claims_agreement_only_where_it_was_compared() -> None:
+    """The incident's copies, walked only for the service they agree on: healthy for that
+    service, and the note says the maps agree on it, not on every service."""
+    services = [("agent", "good"), ("unpinned", "stale")]
+    programs = [("connect4", 1, 1, True, True), ("connect4", 0, 0, True, True)]
+    findings = _decide(services, services, programs, "10.96.0.11")
+    assert findings.verdict == "healthy", findings.summary
+    assert "for the 1 service walked" in findings.summary
+    assert (
+        "Their maps agree on the 1 service walked (2 service slots differ between copies)" in findings.summary
+    )
+    assert "every service" not in findings.summary and "rollout is over" in findings.summary
 
 
 def _decide(services, backends, programs, asked, family=4):  # type: ignore[no-untyped-def]
@@ -179,5 +198,6 @@ def _decide(services, backends, programs, asked, family=4):  # type: ignore[no-u
         "cgroup_root": "/sys/fs/cgroup", "lb_copies": copies, "lb_programs": len({p for p, _ in socket_lb.tables()}),
         "lb_maps": rows[rows["copies_disagree"].astype(bool)], "walk": walk[walk["differs_from_pinned"]] if len(walk)
         else walk, "walk_summary": summary,
+        "lb_rows": {"rows": len(rows), "disagreeing": int(rows["copies_disagree"].astype(bool).sum())},
     }  # fmt: skip
     return CgroupProgs.decide(Evidence("cgroup-progs", "local", "6.1", results=results))

@@ -1,7 +1,8 @@
 """Every verdict replayed from evidence recorded on the lab (tests/data/evidence, written
 by the kernel tests with NETLAB_RECORD_EVIDENCE=1): ``decide`` is a pure function, so the
 broken and the healthy twin of each scenario give their verdicts here without root, and
-removing the decisive evidence changes the answer."""
+removing the decisive evidence changes the answer. A scenario's other twins (the
+rollout twin of cgroup-progs) are replayed by name."""
 
 from __future__ import annotations
 
@@ -205,6 +206,29 @@ def test_cgroup_progs_agreeing_copies_are_healthy() -> None:
     walk = evidence.results["walk"]
     evidence.results["walk"] = walk.assign(differs_from_pinned=False)
     assert get("cgroup-progs").decide(evidence).verdict == "healthy"
+
+
+def test_cgroup_progs_rollout_twin_is_healthy_with_a_note() -> None:
+    """The rollout twin: both generations attached in the incident's order, the old one's
+    maps holding the agent's entries. Healthy; the note names both connect4 programs with
+    their load times, and claims agreement on every service only while the lb maps step
+    found no copies disagreeing."""
+    evidence, verdict = replay("cgroup-progs", "rollout")
+    assert verdict == "healthy"
+    (hook,) = evidence.results["walk_summary"]["hooks"]
+    old, new = hook["programs"]
+    assert (old["agent_map"], new["agent_map"]) == (False, True)
+    summary = get("cgroup-progs").decide(evidence).summary
+    listed = ", ".join(f"{p['prog_id']} ({p['name']}, loaded {p['loaded_at']})" for p in (old, new))
+    assert (
+        f"Several connect4 programs with LB maps run for {hook['cgroup']}, in run order: {listed}." in summary
+    )
+    assert "agree on every service they share, as in the middle of an agent rollout" in summary
+    assert f"Not using the agent-managed map: {old['prog_id']}." in summary
+    evidence.results["lb_rows"] = {"rows": 8, "disagreeing": 2}
+    summary = get("cgroup-progs").decide(evidence).summary
+    assert "every service" not in summary
+    assert "Their maps agree on the 1 service walked (2 service slots differ between copies)" in summary
 
 
 def test_route_cache_without_skew_or_overflow_is_healthy() -> None:

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from netlab import naming
-from netlab.lab.scenario import Scenario, VerifyResult
+from netlab.lab.scenario import Scenario, Twin, VerifyResult
 from netlab.lab.topology import (
     POD_V4,
     POD_V6,
@@ -93,10 +93,10 @@ class ConntrackReject(Scenario):
     investigation = "packet-drops"
     description = __doc__ or ""
 
-    def build(self, topo: Topology, healthy: bool) -> dict[str, Any]:
+    def build(self, topo: Topology, twin: Twin) -> dict[str, Any]:
         node = NetnsTarget(topo.node)
         for tool, version in (("iptables", 4), ("ip6tables", 6)):
-            for rule in rules(healthy, version):
+            for rule in rules(twin.healthy, version):
                 node.run([tool, *rule])
         for key, value in SYSCTLS.items():
             sysctl(topo.node, key, value)
@@ -121,15 +121,15 @@ class ConntrackReject(Scenario):
     def reproduce(self, params: dict[str, Any]) -> dict[str, Any]:
         return reproduce(params)
 
-    def took_effect(self, params: dict[str, Any], healthy: bool) -> list[str]:
+    def took_effect(self, params: dict[str, Any], twin: Twin) -> list[str]:
         node = NetnsTarget(params["node_netns"])
         problems = []
         for tool in ("iptables", "ip6tables"):
             listed = node.run([tool, "-S", "FORWARD"], check=False).stdout.splitlines()
             ours = [line for line in listed if f"{naming.PREFIX} case 001" in line]
-            if len(ours) != len(rules(healthy)) or "-j REJECT" not in ours[-1]:
+            if len(ours) != len(rules(twin.healthy)) or "-j REJECT" not in ours[-1]:
                 problems.append(
-                    f"{tool}: FORWARD holds {len(ours)} of the lab's {len(rules(healthy))} rules, REJECT last"
+                    f"{tool}: FORWARD holds {len(ours)} of the lab's {len(rules(twin.healthy))} rules, REJECT last"
                 )
         for key, want in SYSCTLS.items():
             seen = node.read_text("/proc/sys/" + key.replace(".", "/")).strip()
@@ -143,15 +143,15 @@ class ConntrackReject(Scenario):
             problems.append(f"nothing listens on the remote's port {SERVER_PORT}")
         return problems
 
-    def verify(self, params: dict[str, Any], healthy: bool) -> VerifyResult:
+    def verify(self, params: dict[str, Any], twin: Twin) -> VerifyResult:
         from netlab.collectors import iptables
 
-        result = VerifyResult(self.name, healthy)
+        result = VerifyResult(self.name, twin)
         node = NetnsTarget(params["node_netns"])
         before = {f: iptables.rules(node, family=f) for f in ("ipv4", "ipv6")}
         seen = reproduce(params)
         after = {f: iptables.rules(node, family=f) for f in ("ipv4", "ipv6")}
-        want = "ok" if healthy else "ECONNREFUSED"
+        want = "ok" if twin.healthy else "ECONNREFUSED"
         for family, pulled in (("ipv4", seen), ("ipv6", seen["ipv6"])):
             delta = iptables.counter_deltas(before[family], after[family])
             reject = delta[delta["target"] == "REJECT"]
@@ -161,8 +161,8 @@ class ConntrackReject(Scenario):
                        pulled.get("pulled_bytes", 0) > 0)  # fmt: skip
             result.add(f"{family}: late data on the half-closed connection", want,
                        str(pulled.get("half_closed_send", pulled.get("error"))), pulled.get("half_closed_send") == want)  # fmt: skip
-            result.add(f"{family}: FORWARD REJECT counter", "stays" if healthy else "moves", f"+{moved} packets",
-                       (moved == 0) == healthy)  # fmt: skip
+            result.add(f"{family}: FORWARD REJECT counter", "stays" if twin.healthy else "moves", f"+{moved} packets",
+                       (moved == 0) == twin.healthy)  # fmt: skip
             drop = delta[(delta["target"] == "DROP") & delta["rule"].str.contains(f"--dport {NOISE_PORT}")]
             noise = int(drop["packets_delta"].sum()) if len(drop) else 0
             result.add(f"{family}: the innocent DROP rule (pod2's other traffic)", "moves", f"+{noise} packets",

@@ -23,7 +23,7 @@ from typing import Any
 from netlab import naming
 from netlab.collectors import reach, rt6
 from netlab.lab import ready
-from netlab.lab.scenario import Scenario, VerifyResult
+from netlab.lab.scenario import Scenario, Twin, VerifyResult
 from netlab.lab.topology import (
     POD_V6,
     REMOTE_V6,
@@ -58,7 +58,7 @@ class Ipv6RouteCache(Scenario):
     investigation = "route-cache"
     description = __doc__ or ""
 
-    def build(self, topo: Topology, healthy: bool) -> dict[str, Any]:
+    def build(self, topo: Topology, twin: Twin) -> dict[str, Any]:
         remote, node, far = topo.remote, topo.node, far_ns()
         if not netns_exists(far):
             sh(["ip", "netns", "add", far])
@@ -96,7 +96,7 @@ class Ipv6RouteCache(Scenario):
         ready.network([remote, far], {remote: [FAR_V6]})
         topo.start_health_servers()
         floods = 0
-        if not healthy:
+        if not twin.healthy:
             for key, value in SYSCTLS.items():
                 sysctl(node, f"net.ipv6.route.{key}", value)
             max_size = int(SYSCTLS["max_size"])
@@ -112,14 +112,14 @@ class Ipv6RouteCache(Scenario):
                 if dst_entries(node) > max_size:
                     break
                 ready.network([node, remote, far], {node: [REMOTE_V6], remote: [FAR_V6]})
-        return {"pod_ip6": POD_V6["pod1"], "flood_prefix": FAR_PREFIX, "flooded": 0 if healthy else FLOOD,
-                "floods": floods, "lowered_sysctls": {} if healthy else SYSCTLS}  # fmt: skip
+        return {"pod_ip6": POD_V6["pod1"], "flood_prefix": FAR_PREFIX, "flooded": 0 if twin.healthy else FLOOD,
+                "floods": floods, "lowered_sysctls": {} if twin.healthy else SYSCTLS}  # fmt: skip
 
-    def took_effect(self, params: dict[str, Any], healthy: bool) -> list[str]:
+    def took_effect(self, params: dict[str, Any], twin: Twin) -> list[str]:
         node = params["node_netns"]
         dst = dst_entries(node)
         max_size = int(rt6.route_sysctls(NetnsTarget(node))["max_size"])
-        if healthy:
+        if twin.healthy:
             return [] if dst <= max_size else [f"{dst} IPv6 dst entries, past max_size {max_size}"]
         neigh = host.run(["ip", "-n", node, "-6", "neigh", "show", REMOTE_V6], check=False).stdout
         if "router" not in neigh:
@@ -135,19 +135,19 @@ class Ipv6RouteCache(Scenario):
             "no Packet Too Big answers came back (is the far link up and the remote forwarding?)"
         ]
 
-    def verify(self, params: dict[str, Any], healthy: bool) -> VerifyResult:
-        result = VerifyResult(self.name, healthy)
+    def verify(self, params: dict[str, Any], twin: Twin) -> VerifyResult:
+        result = VerifyResult(self.name, twin)
         node = NetnsTarget(params["node_netns"])
         stats = rt6.stats(node)
         dst = int(stats["dst_entries"])
         max_size = int(rt6.route_sysctls(node)["max_size"])
-        want = f"> max_size ({max_size})" if not healthy else f"<= max_size ({max_size})"
+        want = f"> max_size ({max_size})" if not twin.healthy else f"<= max_size ({max_size})"
         result.add("dst entries in the node's namespace (rt6_stats column 6)", want, str(dst),
-                   (dst > max_size) != healthy)  # fmt: skip
+                   (dst > max_size) != twin.healthy)  # fmt: skip
         for attempt in range(3):
             _, web = reach.http(node, params["pod_ip6"], params["health_port"], "/health", timeout=2)
             result.add(f"node -> pod IPv6 HTTP #{attempt + 1}", "answers (max_size not enforced on this kernel)"
-                       if not healthy else "answers", web.detail, web.ok)  # fmt: skip
+                       if not twin.healthy else "answers", web.detail, web.ok)  # fmt: skip
         return result
 
     def teardown(self) -> None:

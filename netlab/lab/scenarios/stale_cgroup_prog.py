@@ -9,7 +9,10 @@ exists; the new, pinned copy (the one "the agent" manages) is correct. Programs 
 attach order, so the old one rewrites first and the new one then sees a pod address and
 does nothing: connections from the cgroup to 10.96.0.10 hang, while 10.96.0.11 works.
 The old program's pins are gone, so it is reachable only through the cgroup, as on the
-node in the case. Healthy twin: only the current program is attached.
+node in the case. Healthy twin: only the current program is attached. Rollout twin
+(``--twin rollout``): both generations attached as in the incident, but the old one's
+maps hold the agent's services and backends, as in the middle of an agent rollout;
+every service reaches its live pod.
 
 IPv6 is the same story on connect6 with the lb6 maps: service [fd00:10:96::a]:80 goes
 to the gone pod fd00:244::99 through the old copy, [fd00:10:96::b]:80 works.
@@ -19,7 +22,7 @@ connect6, and post_bind4/post_bind6 programs that read a service map alone) name
 that Cilium version names them (the old one v1.11's ``sock4_connect``, the agent's
 v1.13's ``cil_sock4_connect``), maps of 65536 entries, not preallocated, pinned under
 ``tc/globals``, and an empty copy of the service map with the same name pinned beside it
-(both twins).
+(every twin).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 from netlab import mounts, naming
 from netlab.collectors import reach
 from netlab.decoders import map_layout
-from netlab.lab.scenario import Scenario, VerifyResult
+from netlab.lab.scenario import HEALTHY, INCIDENT, Scenario, Twin, VerifyResult
 from netlab.lab.topology import (
     HEALTH_PORT,
     POD_V4,
@@ -52,6 +55,10 @@ SERVICE_PORT = 80
 BACKEND_PORT = 8080
 STALE_BACKEND = "10.244.1.99"  # the pod the old program still believes in
 STALE_BACKEND6 = "fd00:244::99"
+ROLLOUT = Twin(
+    "rollout", True, "both generations attached in the incident's order, the old one's maps as the agent's"
+)
+SAME_ENTRIES, OTHER_ENTRIES = "the agent's entries", "other entries than the agent's"
 
 
 def _names() -> dict[str, str]:
@@ -109,9 +116,44 @@ def _connect_order(cgroup: str, family: int = 4) -> list[str]:
     return [p["name"] for p in tree if p.get("attach_type") == f"cgroup_inet{family}_connect"]
 
 
-def _expected_order(healthy: bool, family: int = 4) -> list[str]:
+def _connect_ids(cgroup: str, family: int) -> list[int]:
+    tree = _bpftool("cgroup", "show", cgroup) or []
+    return [int(p["id"]) for p in tree if p.get("attach_type") == f"cgroup_inet{family}_connect"]
+
+
+def _expected_order(twin: Twin, family: int = 4) -> list[str]:
     names, six = _names(), "6" if family == 6 else ""
-    return [names[f"new_prog{six}"]] if healthy else [names[f"old_prog{six}"], names[f"new_prog{six}"]]
+    return (
+        [names[f"new_prog{six}"]] if twin == HEALTHY else [names[f"old_prog{six}"], names[f"new_prog{six}"]]
+    )
+
+
+def _lb_entries(prog_id: int) -> dict[str, list[tuple[str, str]]]:
+    """The entries of the LB maps program ``prog_id`` uses, by map name, as raw bytes:
+    what it rewrites a service to."""
+    held: dict[str, list[tuple[str, str]]] = {}
+    for map_id in (_bpftool("prog", "show", "id", str(prog_id)) or {}).get("map_ids", []):
+        name = str((_bpftool("map", "show", "id", str(map_id)) or {}).get("name", ""))
+        if name.startswith("cilium_lb"):
+            dump = _bpftool("map", "dump", "id", str(map_id)) or []
+            held[name] = sorted((" ".join(e["key"]), " ".join(e["value"])) for e in dump)
+    return held
+
+
+def _old_maps(attach: str, family: int) -> str:
+    """What the first connect``family`` program's LB maps hold against the second's (the
+    old generation's against the agent's), in words."""
+    ids = _connect_ids(attach, family)
+    if len(ids) != 2:
+        return f"{len(ids)} connect{family} programs attached"
+    old, agent = map(_lb_entries, ids)
+    if not old or not all(old.values()):
+        return f"empty LB maps ({', '.join(old) or 'none'})"
+    return SAME_ENTRIES if old == agent else OTHER_ENTRIES
+
+
+def _expected_old_maps(twin: Twin) -> str:
+    return SAME_ENTRIES if twin == ROLLOUT else OTHER_ENTRIES
 
 
 def _load(generation: str, pins: str, cgroup: str) -> int:
@@ -147,8 +189,9 @@ class StaleCgroupProg(Scenario):
     short = "scp"
     investigation = "cgroup-progs"
     description = __doc__ or ""
+    twins = (INCIDENT, HEALTHY, ROLLOUT)
 
-    def build(self, topo: Topology, healthy: bool) -> dict[str, Any]:
+    def build(self, topo: Topology, twin: Twin) -> dict[str, Any]:
         names = _names()
         attach, pins = names["attach"], names["pins"]
         mounts.bpffs(host)
@@ -161,16 +204,22 @@ class StaleCgroupProg(Scenario):
         backends6 = {1: POD_V6["pod1"], 2: POD_V6["pod2"]}
         services6 = {svc: POD_V6[pod] for svc, pod in SERVICES6.items()}
         old_id = None
-        if not healthy:
-            # The old agent's copy, attached first; its backend 1 is a pod that is gone.
+        if twin != HEALTHY:
+            # The old agent's copy, attached first. In the incident its backend 1 is a pod
+            # that is gone; mid-rollout it holds what the agent's holds.
             old_id = _load("old", f"{pins}/old", attach)
-            _fill(
-                f"{pins}/old",
-                dict(services, **{"10.96.0.10": STALE_BACKEND}),
-                {1: STALE_BACKEND, 2: POD_V4["pod2"]},
-            )
-            _fill(f"{pins}/old", dict(services6, **{"fd00:10:96::a": STALE_BACKEND6}),
-                  {1: STALE_BACKEND6, 2: POD_V6["pod2"]}, "lb6")  # fmt: skip
+            old4, old6 = (services, backends), (services6, backends6)
+            if twin == INCIDENT:
+                old4 = (
+                    dict(services, **{"10.96.0.10": STALE_BACKEND}),
+                    {1: STALE_BACKEND, 2: POD_V4["pod2"]},
+                )
+                old6 = (
+                    dict(services6, **{"fd00:10:96::a": STALE_BACKEND6}),
+                    {1: STALE_BACKEND6, 2: POD_V6["pod2"]},
+                )
+            _fill(f"{pins}/old", *old4)
+            _fill(f"{pins}/old", *old6, "lb6")
             # Its pins are gone, as after an agent upgrade: only the cgroup holds it.
             host.run(["rm", "-rf", f"{pins}/old"])
         new_pins = f"{pins}/tc/globals"
@@ -189,23 +238,27 @@ class StaleCgroupProg(Scenario):
             "service": f"10.96.0.10:{SERVICE_PORT}",
             "other_service": f"10.96.0.11:{SERVICE_PORT}",
             "expected_backend": f"{POD_V4['pod1']}:{BACKEND_PORT}",
-            "stale_backend": f"{STALE_BACKEND}:{BACKEND_PORT}" if not healthy else "",
+            "stale_backend": f"{STALE_BACKEND}:{BACKEND_PORT}" if twin == INCIDENT else "",
             "service6": f"[fd00:10:96::a]:{SERVICE_PORT}",
             "expected_backend6": f"[{POD_V6['pod1']}]:{BACKEND_PORT}",
-            "stale_backend6": f"[{STALE_BACKEND6}]:{BACKEND_PORT}" if not healthy else "",
+            "stale_backend6": f"[{STALE_BACKEND6}]:{BACKEND_PORT}" if twin == INCIDENT else "",
             "pinned_services": f"{new_pins}/cilium_lb4_services_v2",
             "old_prog_id": old_id,
             "new_prog_id": new_id,
         }
 
-    def took_effect(self, params: dict[str, Any], healthy: bool) -> list[str]:
+    def took_effect(self, params: dict[str, Any], twin: Twin) -> list[str]:
         problems = []
         for family in (4, 6):
-            order, want = _connect_order(params["attach_cgroup"], family), _expected_order(healthy, family)
+            order, want = _connect_order(params["attach_cgroup"], family), _expected_order(twin, family)
             if order != want:
                 problems.append(
                     f"connect{family} programs in run order are {order or 'none'}, expected {want}"
                 )
+            elif twin != HEALTHY:
+                old_maps = _old_maps(params["attach_cgroup"], family)
+                if old_maps != _expected_old_maps(twin):
+                    problems.append(f"the old generation's connect{family} LB maps hold {old_maps}")
         held = _bpftool("map", "dump", "pinned", params["pinned_services"]) or []
         if len(held) != 2 * len(SERVICES):  # a frontend and one backend slot per service
             problems.append(
@@ -213,22 +266,27 @@ class StaleCgroupProg(Scenario):
             )
         return problems
 
-    def verify(self, params: dict[str, Any], healthy: bool) -> VerifyResult:
+    def verify(self, params: dict[str, Any], twin: Twin) -> VerifyResult:
         from netlab.probes import connect_dest
         from netlab.targets import NetnsTarget
 
-        result = VerifyResult(self.name, healthy)
+        result = VerifyResult(self.name, twin)
         node = NetnsTarget(params["node_netns"])
         cgroup = params["cgroup"]
         for family in (4, 6):
-            order, want = _connect_order(params["attach_cgroup"], family), _expected_order(healthy, family)
+            order, want = _connect_order(params["attach_cgroup"], family), _expected_order(twin, family)
             result.add(f"connect{family} programs in run order", " then ".join(want), " then ".join(order) or "none",
                        order == want)  # fmt: skip
+            if twin != HEALTHY:
+                held, want_held = _old_maps(params["attach_cgroup"], family), _expected_old_maps(twin)
+                result.add(
+                    f"the old generation's connect{family} LB maps hold", want_held, held, held == want_held
+                )
         source = connect_dest.__file__
         cases = [(s, POD_V4[p], STALE_BACKEND, "10.96.0.10") for s, p in SERVICES.items()]
         cases += [(s, POD_V6[p], STALE_BACKEND6, "fd00:10:96::a") for s, p in SERVICES6.items()]
         for service, backend, stale, faulty in cases:
-            broken = service == faulty and not healthy
+            broken = service == faulty and twin == INCIDENT
             probe = node.run(["python3", source, service, str(SERVICE_PORT), "1"], cgroup=cgroup, check=False)
             seen = json.loads(probe.stdout) if probe.ok else {"actual": probe.brief_error()}
             dest = stale if broken else backend

@@ -31,7 +31,7 @@ from netlab import mounts, naming
 from netlab.collectors import reach
 from netlab.decoders import map_layout, parse_map_dump_json
 from netlab.errors import NetlabError
-from netlab.lab.scenario import Scenario, VerifyResult
+from netlab.lab.scenario import Scenario, Twin, VerifyResult
 from netlab.lab.topology import (
     HEALTH_PORT,
     NODE_V4,
@@ -110,7 +110,7 @@ class StuckTcp(Scenario):
     investigation = "stuck-tcp"
     description = __doc__ or ""
 
-    def build(self, topo: Topology, healthy: bool) -> dict[str, Any]:
+    def build(self, topo: Topology, twin: Twin) -> dict[str, Any]:
         names = _names()
         cgroup, pins, log = names["cgroup"], names["pins"], names["log"]
         mounts.bpffs(host)
@@ -144,7 +144,7 @@ class StuckTcp(Scenario):
         deadline = time.monotonic() + 5
         while not wanted <= _held_keys(sockmap) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if healthy:
+        if twin.healthy:
             os.kill(old, signal.SIGKILL)  # the old pod's process ends; its sockets close
         # The pod is deleted and created again with the same address; then the node's
         # client gives up on its connections (an RST nobody receives).
@@ -172,7 +172,7 @@ class StuckTcp(Scenario):
             "hold_path": "/slow/3",
         }
 
-    def took_effect(self, params: dict[str, Any], healthy: bool) -> list[str]:
+    def took_effect(self, params: dict[str, Any], twin: Twin) -> list[str]:
         names = _names()
         problems = []
         attached = host.run(["bpftool", "-j", "cgroup", "show", params["cgroup"]], check=False).stdout
@@ -182,14 +182,14 @@ class StuckTcp(Scenario):
             problems.append(f"{CILIUM_PIN} does not hold the lab's sockhash")
         held = _held_keys(f"{names['pins']}/maps/cilium_sock_ops")
         wanted = {server_key(params["pod_ip"], NODE_V4, port).hex() for port in VICTIM_PORTS}
-        if not healthy and not wanted <= held:
+        if not twin.healthy and not wanted <= held:
             problems.append(f"{len(wanted - held)} of {len(wanted)} stale sock keys are not in {CILIUM_PIN}")
-        if healthy and wanted & held:
+        if twin.healthy and wanted & held:
             problems.append(f"the healthy twin's {CILIUM_PIN} holds a key of the victim ports")
         return problems
 
-    def verify(self, params: dict[str, Any], healthy: bool) -> VerifyResult:
-        result = VerifyResult(self.name, healthy)
+    def verify(self, params: dict[str, Any], twin: Twin) -> VerifyResult:
+        result = VerifyResult(self.name, twin)
         node = NetnsTarget(params["node_netns"])
         pod_ip, port, cgroup = params["pod_ip"], params["pod_port"], params["cgroup"]
         ping = reach.ping(node, pod_ip)
@@ -199,8 +199,8 @@ class StuckTcp(Scenario):
         ports = params["client_ports"]
         tcp, victim = reach.http(node, pod_ip, port, "/health", timeout=3, cgroup=cgroup, local_port=ports)
         result.add(f"node -> pod TCP from ports {ports}", "established", tcp.detail, tcp.ok)
-        want = "answers" if healthy else "times out after connecting"
-        result.add(f"node -> pod HTTP from ports {ports}", want, victim.detail, victim.ok == healthy)
+        want = "answers" if twin.healthy else "times out after connecting"
+        result.add(f"node -> pod HTTP from ports {ports}", want, victim.detail, victim.ok == twin.healthy)
         for vantage in ("pod2", "remote"):
             _, web = reach.http(NetnsTarget(params["pod_netns"]["pod2"] if vantage == "pod2" else params["remote_netns"]),
                                 pod_ip, port, "/health", timeout=2)  # fmt: skip
@@ -230,7 +230,7 @@ class StuckTcp(Scenario):
         server_h = set(
             server[server["peer_port"].between(lo, hi) & (server["local_port"] == port)]["handler"]
         )
-        want_server = "tcp_bpf_recvmsg" if healthy else "tcp_recvmsg"
+        want_server = "tcp_bpf_recvmsg" if twin.healthy else "tcp_recvmsg"
         result.add(
             "client socket's receive handler",
             "tcp_bpf_recvmsg",
