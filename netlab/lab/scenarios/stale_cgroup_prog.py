@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from netlab import mounts, naming
@@ -208,6 +209,9 @@ class StaleCgroupProg(Scenario):
             # The old agent's copy, attached first. In the incident its backend 1 is a pod
             # that is gone; mid-rollout it holds what the agent's holds.
             old_id = _load("old", f"{pins}/old", attach)
+            # The old generation was loaded before the agent's: load times are kept in
+            # seconds, so a pause makes the report's "loaded" times tell them apart.
+            time.sleep(1.0)
             old4, old6 = (services, backends), (services6, backends6)
             if twin == INCIDENT:
                 old4 = (
