@@ -15,7 +15,6 @@ cgroup, starts one connection and exits.
 
 from __future__ import annotations
 
-import inspect
 import json
 from typing import Any
 
@@ -259,10 +258,9 @@ class CgroupProgs(Investigation):
             return pd.DataFrame()
         if self.mechanism("real_connect") is None:
             return pd.DataFrame()
-        code = inspect.getsource(connect_dest)
         address, port = self.service
         result = self.target.run(
-            ["python3", "-c", code, address, str(port), CONNECT_WAIT], cgroup=cgroup, check=False, timeout=15
+            connect_dest.command(address, port, CONNECT_WAIT), cgroup=cgroup, check=False, timeout=15
         )
         if not result.ok:
             self.skipped("real connect", f"probe failed: {result.brief_error()}")

@@ -48,6 +48,15 @@ def destination(address: str, port: int, wait: float) -> dict:
     return {"asked": asked, "error": os.strerror(err) if err else "socket not found"}
 
 
+def command(address: str, port: int, wait: str) -> list:
+    """The argv that runs this probe with the node's python3, its source passed with
+    ``-c``: no file of netlab's needs to be on the node (nor a real file here: the lab
+    runs from a zipapp on remote nodes)."""
+    import inspect
+
+    return ["python3", "-c", inspect.getsource(sys.modules[__name__]), address, str(port), wait]
+
+
 if __name__ == "__main__":
     time.sleep(0)
     print(

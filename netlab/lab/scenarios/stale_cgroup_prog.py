@@ -286,12 +286,11 @@ class StaleCgroupProg(Scenario):
                 result.add(
                     f"the old generation's connect{family} LB maps hold", want_held, held, held == want_held
                 )
-        source = connect_dest.__file__
         cases = [(s, POD_V4[p], STALE_BACKEND, "10.96.0.10") for s, p in SERVICES.items()]
         cases += [(s, POD_V6[p], STALE_BACKEND6, "fd00:10:96::a") for s, p in SERVICES6.items()]
         for service, backend, stale, faulty in cases:
             broken = service == faulty and twin == INCIDENT
-            probe = node.run(["python3", source, service, str(SERVICE_PORT), "1"], cgroup=cgroup, check=False)
+            probe = node.run(connect_dest.command(service, SERVICE_PORT, "1"), cgroup=cgroup, check=False)
             seen = json.loads(probe.stdout) if probe.ok else {"actual": probe.brief_error()}
             dest = stale if broken else backend
             expect = f"[{dest}]:{BACKEND_PORT}" if ":" in dest else f"{dest}:{BACKEND_PORT}"
