@@ -231,7 +231,9 @@ def _join_cgroup(cgroup: str) -> None:
         handle.write(str(os.getpid()))
 
 
-def wait_listening(netns: str, port: int, timeout: float = 10.0) -> None:
+def wait_listening(netns: str, port: int, timeout: float = 30.0) -> None:
+    # Generous: on a busy emulated node (the guest) a Python server can take over 10 s to
+    # start; the wait ends as soon as the port listens.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = NetnsTarget(netns).run(["ss", "-Htln", f"sport = :{port}"], check=False).stdout
