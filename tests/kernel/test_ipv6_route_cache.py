@@ -34,7 +34,9 @@ def test_broken_lab_names_the_skew_and_enforcement() -> None:
     if not rules.enforces_max_size:
         assert "does not enforce net.ipv6.route.max_size" in findings.summary
     # No kprobes on this machine: the ip6_pkt_drop step says so rather than guessing.
-    assert findings.mechanisms["ip6_pkt_drop calls (kprobes)"].startswith("skipped: no mechanism can run here")
+    assert findings.mechanisms["ip6_pkt_drop calls (kprobes)"].startswith(
+        "skipped: no mechanism can run here"
+    )
     counter = next(e for e in findings.evidence if e.title == "dst counter: fast vs slow").frame()
     # The dst count grew; slow matches rt6_stats; the gap is within the batch bound.
     assert (counter["slow"] == counter["rt6_dst_entries"]).all()

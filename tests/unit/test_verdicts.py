@@ -352,3 +352,33 @@ def test_route_cache_without_the_fast_count_still_decides() -> None:
     assert "the fast count was not read (skipped: no mechanism can run here: needs btf)" in " ".join(
         unsure.reasons
     )
+
+
+def test_route_cache_on_61_the_btf_and_the_kprobe_trace_decide() -> None:
+    """Recorded on Debian's 6.1 guest: past max_size, but its BTF shows the check removed
+    and the ip6_pkt_drop kprobe saw nothing while the node probed its pod: skew, not
+    overflow. The same evidence from a kernel whose dst_ops.gc still returns int is the
+    overflow; with the kprobe's drops alone (under max_size) too."""
+    from dataclasses import asdict
+
+    from netlab.investigations.route_cache import kernel_rules
+
+    evidence = Evidence.load(EVIDENCE / "route-cache-broken-6.1.json")
+    assert evidence.mechanisms["ip6_pkt_drop calls (kprobes)"].startswith("BCC kprobe on ip6_pkt_drop")
+    findings = get("route-cache").decide(evidence)
+    assert findings.verdict == "percpu-counter-skew", findings.summary
+    assert "dst_ops.gc returning void" in findings.summary
+    counter = evidence.results["counter"]
+    assert (
+        counter["fast"] + counter["cpu0"] + counter["cpu1"] == counter["slow"]
+    ).all()  # per-CPU deltas read
+    rules = evidence.results["rules"]
+    evidence.results["rules"] = asdict(kernel_rules(rules["release"], 2, "int"))
+    assert get("route-cache").decide(evidence).verdict == "route-cache-over-max-size"
+    state = evidence.results["state"].copy()
+    state["max_size"] = 4096
+    evidence.results["state"] = state
+    assert get("route-cache").decide(evidence).verdict == "percpu-counter-skew"
+    drops = pd.DataFrame([{"netns": 1, "dev": "eth0", "daddr": "fd00:244::11", "count": 3}])
+    evidence.results["pkt_drops"] = drops
+    assert get("route-cache").decide(evidence).verdict == "route-cache-over-max-size"
