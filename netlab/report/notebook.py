@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netlab.errors import NetlabError
 from netlab.findings import EVIDENCE_MIME, FINDINGS_MIME, Findings
-from netlab.investigations.base import Evidence
+
+if TYPE_CHECKING:
+    from netlab.investigations.base import Evidence
 
 
 def init_notebook(*, sweep: bool = True) -> None:
@@ -97,6 +99,8 @@ def read_findings(nb: str | os.PathLike[str] | dict[str, Any]) -> Findings:
 
 def read_evidence(nb: str | os.PathLike[str] | dict[str, Any]) -> Evidence:
     """The evidence a recorded verdict was decided on, to replay into ``decide``."""
+    from netlab.investigations.base import Evidence
+
     found = _recorded(nb, EVIDENCE_MIME)
     if found is None:
         raise NetlabError(f"{nb}: no evidence recorded (did the notebook finish?)")
