@@ -212,8 +212,10 @@ class NotebookKernel:
         )
 
     def request_exit(self) -> None:
-        """Ask the kernel to exit (it runs its exit handlers and tells its guard), without waiting."""
-        self._sync(self.manager.interrupt_kernel)()
+        """Ask the kernel, idle after the last cell, to exit (it runs its exit handlers and
+        tells its guard), without waiting. No interrupt first, unlike ``shutdown_kernel``:
+        there is nothing to interrupt, and a SIGINT landing while the kernel handled the
+        request was seen to leave it running until the SIGTERM 2.5 s later."""
         self._sync(self.manager.request_shutdown)()
         self._exiting = True
 
