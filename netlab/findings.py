@@ -14,9 +14,10 @@ import datetime as _dt
 import html
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # imported where a frame is made: `netlab run` reads findings without pandas
+    import pandas as pd
 
 HEALTHY = "healthy"
 INCONCLUSIVE = "inconclusive"
@@ -41,6 +42,8 @@ class Evidence:
         return cls(title, rows, note)
 
     def frame(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.DataFrame(self.rows)
 
 
@@ -117,6 +120,8 @@ class Findings:
             parts += [f"<li><code>{esc(r)}</code></li>" for r in self.remediation]
             parts.append("</ul>")
         if self.mechanisms:
+            import pandas as pd
+
             parts.append("<h4>Mechanisms</h4>")
             parts.append(
                 pd.DataFrame(

@@ -23,7 +23,6 @@ import time
 from typing import Any
 
 import pandas as pd
-import plotly.express as px
 import plotly.graph_objects as go
 
 from netlab import mounts, params
@@ -309,6 +308,8 @@ class StuckTcp(Investigation):
         return matrix
 
     def scope_chart(self) -> go.Figure:
+        import plotly.express as px  # only where a chart is drawn: ~0.06 s to import
+
         matrix = self.results.get("scope")
         if matrix is None:
             matrix = self.scope()

@@ -11,11 +11,13 @@ In a notebook::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netlab.findings import EVIDENCE_MIME, FINDINGS_MIME, Findings
-from netlab.investigations.base import Investigation
 from netlab.report.notebook import init_notebook, read_evidence, read_findings
+
+if TYPE_CHECKING:
+    from netlab.investigations.base import Investigation
 
 __all__ = ["EVIDENCE_MIME", "FINDINGS_MIME", "init_notebook", "read_evidence", "read_findings", "record"]
 
@@ -26,6 +28,8 @@ def record(run: Investigation | Findings) -> Findings:
     find them again. The notebook shows the verdict once (the value is not echoed when
     the call ends the cell with ``;`` or is assigned)."""
     from IPython.display import display
+
+    from netlab.investigations.base import Investigation
 
     bundle: dict[str, Any] = {}
     if isinstance(run, Investigation):

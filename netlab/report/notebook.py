@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netlab.errors import NetlabError
 from netlab.findings import EVIDENCE_MIME, FINDINGS_MIME, Findings
-from netlab.investigations.base import Evidence
+
+if TYPE_CHECKING:
+    from netlab.investigations.base import Evidence
 
 
 def init_notebook(*, sweep: bool = True) -> None:
@@ -18,6 +20,7 @@ def init_notebook(*, sweep: bool = True) -> None:
       report loads plotly.js from one copy beside it (:func:`netlab.report.run.render_html`),
       so neither the notebook nor the report carries the 4.6 MB library;
     - a :class:`NetlabError` shows as one line with its remedy, not a traceback;
+    - the kernel exits without a last garbage collection (the system frees its memory);
     - probes left behind by a killed earlier kernel are swept (by netlab's naming), and a
       guard (:mod:`netlab.guard`) will do the same for this kernel's if it is killed,
       unless ``sweep`` is False: a notebook that attaches nothing and needs no privilege
@@ -33,6 +36,13 @@ def init_notebook(*, sweep: bool = True) -> None:
         return
     shell = get_ipython()
     if shell is not None:
+        import atexit
+        import gc
+
+        # The kernel's last garbage collection, as it exits, would walk every object it
+        # made (0.2 s with pandas loaded) just before the system frees them all.
+        atexit.unregister(gc.freeze)
+        atexit.register(gc.freeze)
 
         def show_netlab_error(
             shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None
@@ -97,6 +107,8 @@ def read_findings(nb: str | os.PathLike[str] | dict[str, Any]) -> Findings:
 
 def read_evidence(nb: str | os.PathLike[str] | dict[str, Any]) -> Evidence:
     """The evidence a recorded verdict was decided on, to replay into ``decide``."""
+    from netlab.investigations.base import Evidence
+
     found = _recorded(nb, EVIDENCE_MIME)
     if found is None:
         raise NetlabError(f"{nb}: no evidence recorded (did the notebook finish?)")
