@@ -180,6 +180,15 @@ def sockets(target: Target, *, peer: str | None = None, peer_port: int | None = 
     return parse(target.run(argv).stdout)
 
 
+def sockets_in(target: Target, path: str, local_ports: list[int]) -> pd.DataFrame:
+    """TCP sockets with one of ``local_ports`` in the namespace at ``path`` on the node
+    (a /run/netns name or /proc/PID/ns/net), read there by sock_diag."""
+    ports = sorted({params.port(p, "local_ports") for p in local_ports})
+    condition = " or ".join(f"sport = :{p}" for p in ports)
+    argv = ["nsenter", f"--net={params.path(path, 'netns path')}", "ss", "-tine", "state", "all"]
+    return parse(target.host().run([*argv, *(["(", *condition.split(), ")"] if ports else [])]).stdout)
+
+
 # --- capability and mechanism ----------------------------------------------------------
 SS = command("ss", ["ss", "-V"], "ss (iproute2) is missing")
 SOCK_DIAG = Mechanism("ss -tine (sock_diag netlink)", (SS,))

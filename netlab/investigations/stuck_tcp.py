@@ -52,6 +52,13 @@ BY_SOCKET = Mechanism("each key's socket (sockmap iterator) against the key, its
 BY_COOKIE = Mechanism(
     "map cookies joined with live sockets (ss -tine, sk:<cookie>) and their 5-tuples", (ss.SS,)
 )
+# Keys only (no iterator, values not cookies): each key joined by its 5-tuple with the TCP
+# sockets of every namespace reachable on the node, read by sock_diag there.
+BY_TUPLE = Mechanism(
+    "each key joined by its 5-tuple with the TCP sockets of every reachable namespace (nsenter ss -tine), "
+    "and the addresses of theirs",
+    (ss.SS, *netns.ADDRESSES.needs),
+)
 NAMESPACES_CHECKED = 64  # namespaces whose addresses are read, at most
 STALE = ("held by a socket of another 5-tuple", "socket closed", "orphaned socket",
          "its namespace no longer has the address", "its namespace is unreachable", "socket gone")  # fmt: skip
@@ -113,6 +120,46 @@ def judge_by_socket(
             detail.append(f"{tuple_text} ({e.state}, netns {e.netns})")
     out = entries.assign(status=status, socket=detail)
     return out.assign(stale=out["status"].isin(STALE))
+
+
+# ss's state names, as the kernel (and the sockmap iterator) names them.
+_SS_STATES = {"ESTAB": "ESTABLISHED", "SYN-SENT": "SYN_SENT", "SYN-RECV": "SYN_RECV", "FIN-WAIT-1": "FIN_WAIT1",
+              "FIN-WAIT-2": "FIN_WAIT2", "TIME-WAIT": "TIME_WAIT", "CLOSE-WAIT": "CLOSE_WAIT", "LAST-ACK": "LAST_ACK"}  # fmt: skip
+
+
+def _plain_address(text: Any) -> str:
+    """ss prints a dual-stack socket's IPv4 peer as ::ffff:a.b.c.d; Cilium keys it as IPv4."""
+    value = str(text).strip("[]")
+    return value.removeprefix("::ffff:") if value.startswith("::ffff:") and "." in value else value
+
+
+def join_by_tuple(
+    entries: pd.DataFrame, sockets: pd.DataFrame, owners: dict[int, set[str] | None]
+) -> pd.DataFrame:
+    """The iterator's columns for keys-only entries, from sockets read by sock_diag in each
+    namespace (``sockets``: ss rows with ``netns``, the namespace's inode). A key's socket
+    is the one whose own tuple is the key reversed (Cilium keys a socket by its peer's
+    view); where several namespaces hold such a socket (the pod's new incarnation and a
+    deleted one's leaked socket), the one in a namespace without the key's address is the
+    suspect. A key no socket matches has state None."""
+    socks = sockets.assign(
+        local=sockets["local"].map(_plain_address), peer=sockets["peer"].map(_plain_address)
+    )
+    rows = []
+    for e in entries.itertuples():
+        mine = socks[(socks["local"] == e.dip) & (socks["local_port"] == e.dport) & (socks["peer"] == e.sip)
+                     & (socks["peer_port"] == e.sport)]  # fmt: skip
+        if mine.empty:
+            rows.append({"local": e.dip, "local_port": e.dport, "peer": e.sip, "peer_port": e.sport,
+                         "state": None, "orphan": False, "netns": 0})  # fmt: skip
+            continue
+        elsewhere = [i for i, n in zip(mine.index, mine["netns"], strict=True)
+                     if owners.get(int(n)) is not None and e.dip not in (owners.get(int(n)) or set())]  # fmt: skip
+        s = mine.loc[elsewhere[0]] if elsewhere else mine.iloc[0]
+        rows.append({"local": s["local"], "local_port": int(s["local_port"]), "peer": s["peer"],
+                     "peer_port": int(s["peer_port"]), "state": _SS_STATES.get(str(s["state"]), str(s["state"])),
+                     "orphan": str(s.get("inode", "")) in ("0", "0.0"), "netns": int(s["netns"])})  # fmt: skip
+    return pd.concat([entries.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
 
 
 def judge_by_cookie(entries: pd.DataFrame, sockets: pd.DataFrame) -> pd.DataFrame:
@@ -233,7 +280,7 @@ class StuckTcp(Investigation):
             (recvmsg_trace.KPROBE_TRACE,),
         ),
         Step("sockmap_entries", "sockmap dump", (sockmap_sockets.ITERATOR, bpf_objects.MAP_DUMP)),
-        Step("stale_entries", "stale entries", (BY_SOCKET, BY_COOKIE)),
+        Step("stale_entries", "stale entries", (BY_SOCKET, BY_COOKIE, BY_TUPLE)),
     )
 
     def prepare(self) -> None:
@@ -515,6 +562,8 @@ class StuckTcp(Investigation):
             self.used(
                 "stale entries", f"{BY_SOCKET.name}: {len(owners)} namespaces, {unreachable} unreachable"
             )
+        elif entries["cookie"].isna().all() and self.node.ok(ss.SS) and self.node.ok(netns.NSENTER):
+            frame = self._judged_by_tuple(entries)
         elif entries["cookie"].notna().any():
             live = [ss.sockets(t).assign(netns=where) for where, t in
                     (("node", self.target), ("pod", self.pod), ("peer pod", self.peer), ("remote", self.remote)) if t is not None]  # fmt: skip
@@ -530,6 +579,32 @@ class StuckTcp(Investigation):
                                           "keys only, no entry could be verified")  # fmt: skip
         frame["key_text"] = [f"{a}:{p} -> {b}:{q}" for a, p, b, q in zip(frame["sip"], frame["sport"], frame["dip"], frame["dport"], strict=True)]  # fmt: skip
         self.results["stale"] = frame
+        return frame
+
+    def _judged_by_tuple(self, entries: pd.DataFrame) -> pd.DataFrame:
+        """Keys only: each key's socket found by its tuple in the namespaces on the node."""
+        host = self.target.host()
+        paths = netns.paths(host)
+        wanted = list(paths)[:NAMESPACES_CHECKED]
+        ports = sorted({int(p) for p in entries["dport"]})
+        keep = ["state", "local", "local_port", "peer", "peer_port", "inode"]
+        rows = [{**r, "netns": n} for n in wanted
+                for r in ss.sockets_in(host, paths[n], ports if len(ports) <= 64 else [])[keep].to_dict("records")]  # fmt: skip
+        sockets = pd.DataFrame(rows, columns=[*keep, "netns"])
+        owners: dict[int, set[str] | None] = {n: netns.addresses(host, paths[n]) for n in wanted}
+        joined = join_by_tuple(entries, sockets, owners)
+        every = len(wanted) == len(paths)
+        pod_netns = netns.inode(self.pod) if self.pod is not None else None
+        frame = judge_by_socket(joined, owners, {self.pod_ip: pod_netns} if pod_netns else None)
+        # No reachable namespace holds the key's socket: closed, or in a namespace nothing
+        # refers to any more (a deleted pod's). Said only when every namespace was read.
+        gone = joined["state"].isna().to_numpy() & every
+        frame.loc[gone, "status"] = "socket gone"
+        frame.loc[gone, "socket"] = ("no reachable namespace has a socket of its tuple: closed, or kept in a "
+                                     "namespace nothing refers to (a deleted pod's)")  # fmt: skip
+        frame["stale"] = frame["status"].isin(STALE)
+        self.used("stale entries", f"{BY_TUPLE.name}: {len(wanted)} of {len(paths)} namespaces read "
+                                   "(the sockmap iterator did not run and this map's values are not cookies)")  # fmt: skip
         return frame
 
     def stale_entries(self) -> pd.DataFrame:

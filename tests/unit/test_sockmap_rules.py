@@ -11,7 +11,7 @@ import pytest
 
 from netlab.decoders import map_layout
 from netlab.errors import NetlabError
-from netlab.investigations.stuck_tcp import judge_by_socket, poisoned_ports, port_runs
+from netlab.investigations.stuck_tcp import join_by_tuple, judge_by_socket, poisoned_ports, port_runs
 from netlab.probes import sockmap_sockets, tcp_sockets
 
 NODE, POD = "192.168.50.1", "10.244.1.11"
@@ -108,3 +108,30 @@ def test_poisoned_ports_come_from_stale_keys_of_the_pod() -> None:
     assert poisoned_ports(judged, POD, 8080) == [40120, 40121, 40125]
     assert poisoned_ports(judged.assign(stale=False), POD, 8080) == []
     assert port_runs([40125, 40120, 40121]) == ["40120-40121", "40125"]
+
+
+def test_keys_only_entries_are_joined_with_sockets_by_tuple() -> None:
+    """No iterator and no cookies: a key's socket is found by its tuple (reversed, as
+    Cilium keys it) among every namespace's sock_diag rows. Where the pod's new namespace
+    and a deleted one's both hold one, the one without the address is the suspect; a key
+    no namespace holds a socket of has no state."""
+    entries = pd.DataFrame({"sip": ["192.168.50.1", "192.168.50.1", "192.168.50.1"], "sport": [40120, 40140, 40999],
+                            "dip": ["10.244.1.11"] * 3, "dport": [8080] * 3})  # fmt: skip
+    old, new, node = 4026532499, 4026532629, 4026531840
+    sockets = pd.DataFrame([
+        {"state": "ESTAB", "local": "10.244.1.11", "local_port": 8080, "peer": "192.168.50.1", "peer_port": 40120,
+         "inode": 5, "netns": new},
+        {"state": "ESTAB", "local": "::ffff:10.244.1.11", "local_port": 8080, "peer": "::ffff:192.168.50.1",
+         "peer_port": 40120, "inode": 7, "netns": old},
+        {"state": "ESTAB", "local": "10.244.1.11", "local_port": 8080, "peer": "192.168.50.1", "peer_port": 40140,
+         "inode": 9, "netns": new},
+    ])  # fmt: skip
+    owners: dict[int, set[str] | None] = {old: {"127.0.0.1"}, new: {"10.244.1.11"}, node: {"192.168.50.1"}}
+    joined = join_by_tuple(entries, sockets, owners)
+    assert joined["netns"].tolist() == [old, new, 0]
+    assert joined["state"].tolist()[:2] == ["ESTABLISHED", "ESTABLISHED"] and joined["state"].iloc[2] is None
+    assert joined["local"].iloc[0] == "10.244.1.11"  # the dual-stack socket, as IPv4
+    judged = judge_by_socket(joined, owners, {"10.244.1.11": new})
+    assert judged["status"].tolist() == ["its namespace no longer has the address", "live, matches its key",
+                                         "not verified"]  # fmt: skip
+    assert "(netns 4026532629 has it now)" in judged["socket"].iloc[0]
