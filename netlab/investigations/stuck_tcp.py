@@ -39,6 +39,7 @@ from netlab.errors import NetlabError
 from netlab.findings import HEALTHY, Findings
 from netlab.investigations.base import LIKELY, NOTHING, WORTH_A_LOOK, Evidence, Investigation, Param, Signal
 from netlab.probes import recvmsg_trace, sockmap_sockets, tcp_sockets
+from netlab.probes.tcp_sockets import plain_address
 from netlab.targets import Target, open_target
 
 VERDICT = "stale-sockmap-entry"
@@ -127,10 +128,8 @@ _SS_STATES = {"ESTAB": "ESTABLISHED", "SYN-SENT": "SYN_SENT", "SYN-RECV": "SYN_R
               "FIN-WAIT-2": "FIN_WAIT2", "TIME-WAIT": "TIME_WAIT", "CLOSE-WAIT": "CLOSE_WAIT", "LAST-ACK": "LAST_ACK"}  # fmt: skip
 
 
-def _plain_address(text: Any) -> str:
-    """ss prints a dual-stack socket's IPv4 peer as ::ffff:a.b.c.d; Cilium keys it as IPv4."""
-    value = str(text).strip("[]")
-    return value.removeprefix("::ffff:") if value.startswith("::ffff:") and "." in value else value
+def _address(text: Any) -> str:
+    return plain_address(str(text).strip("[]"))
 
 
 def join_by_tuple(
@@ -142,9 +141,8 @@ def join_by_tuple(
     view); where several namespaces hold such a socket (the pod's new incarnation and a
     deleted one's leaked socket), the one in a namespace without the key's address is the
     suspect. A key no socket matches has state None."""
-    socks = sockets.assign(
-        local=sockets["local"].map(_plain_address), peer=sockets["peer"].map(_plain_address)
-    )
+    # ss prints a dual-stack socket's IPv4 peer as ::ffff:a.b.c.d; Cilium keys it as IPv4.
+    socks = sockets.assign(local=sockets["local"].map(_address), peer=sockets["peer"].map(_address))
     rows = []
     for e in entries.itertuples():
         mine = socks[(socks["local"] == e.dip) & (socks["local_port"] == e.dport) & (socks["peer"] == e.sip)
@@ -497,7 +495,9 @@ class StuckTcp(Investigation):
         # The layout from the map's own sizes, so an empty map decodes too.
         layout = detect_layout(SOCKMAP_NAME, key_size, found["value_size"])[0]
         sockets, why = None, ""
-        if chosen is sockmap_sockets.ITERATOR:
+        if chosen is not sockmap_sockets.ITERATOR:
+            why = f" (no sockmap iterator: {sockmap_sockets.ITERATOR.can_run(self.node)})"
+        else:
             try:
                 sockets = sockmap_sockets.read(host, map_id, key_size)
             except NetlabError as exc:
