@@ -142,22 +142,27 @@ def join_by_tuple(
     deleted one's leaked socket), the one in a namespace without the key's address is the
     suspect. A key no socket matches has state None."""
     # ss prints a dual-stack socket's IPv4 peer as ::ffff:a.b.c.d; Cilium keys it as IPv4.
-    socks = sockets.assign(local=sockets["local"].map(_address), peer=sockets["peer"].map(_address))
-    rows = []
-    for e in entries.itertuples():
-        mine = socks[(socks["local"] == e.dip) & (socks["local_port"] == e.dport) & (socks["peer"] == e.sip)
-                     & (socks["peer_port"] == e.sport)]  # fmt: skip
-        if mine.empty:
-            rows.append({"local": e.dip, "local_port": e.dport, "peer": e.sip, "peer_port": e.sport,
-                         "state": None, "orphan": False, "netns": 0})  # fmt: skip
-            continue
-        elsewhere = [i for i, n in zip(mine.index, mine["netns"], strict=True)
-                     if owners.get(int(n)) is not None and e.dip not in (owners.get(int(n)) or set())]  # fmt: skip
-        s = mine.loc[elsewhere[0]] if elsewhere else mine.iloc[0]
-        rows.append({"local": s["local"], "local_port": int(s["local_port"]), "peer": s["peer"],
-                     "peer_port": int(s["peer_port"]), "state": _SS_STATES.get(str(s["state"]), str(s["state"])),
-                     "orphan": str(s.get("inode", "")) in ("0", "0.0"), "netns": int(s["netns"])})  # fmt: skip
-    return pd.concat([entries.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
+    socks = pd.DataFrame({
+        "dip": sockets["local"].map(_address), "dport": pd.to_numeric(sockets["local_port"]),
+        "sip": sockets["peer"].map(_address), "sport": pd.to_numeric(sockets["peer_port"]),
+        "state": sockets["state"].map(lambda v: _SS_STATES.get(str(v), str(v))),
+        "orphan": sockets["inode"].astype(str).isin(["0", "0.0"]), "netns": sockets["netns"].astype("int64"),
+    })  # fmt: skip
+    keys = entries.reset_index(drop=True)[["sip", "sport", "dip", "dport"]].assign(entry=lambda f: f.index)
+    keys["dport"], keys["sport"] = pd.to_numeric(keys["dport"]), pd.to_numeric(keys["sport"])
+    joined = keys.merge(socks, on=["sip", "sport", "dip", "dport"], how="left")
+    # One socket per key: the suspect first (a namespace known not to hold the address).
+    elsewhere = [owners.get(int(n)) is not None and d not in (owners.get(int(n)) or set()) if pd.notna(n) else False
+                 for n, d in zip(joined["netns"], joined["dip"], strict=True)]  # fmt: skip
+    joined = joined.assign(elsewhere=elsewhere).sort_values(["entry", "elsewhere"], ascending=[True, False])
+    joined = joined.drop_duplicates("entry").set_index("entry").sort_index()
+    found = joined["state"].notna()
+    columns = pd.DataFrame({
+        "local": joined["dip"], "local_port": joined["dport"], "peer": joined["sip"], "peer_port": joined["sport"],
+        "state": joined["state"].where(found, None), "orphan": joined["orphan"].eq(True),
+        "netns": joined["netns"].fillna(0).astype("int64"),
+    })  # fmt: skip
+    return pd.concat([entries.reset_index(drop=True), columns.reset_index(drop=True)], axis=1)
 
 
 def judge_by_cookie(entries: pd.DataFrame, sockets: pd.DataFrame) -> pd.DataFrame:
