@@ -9,6 +9,7 @@ import pytest
 from netlab import lab, naming
 from netlab.errors import NetlabError
 from netlab.lab import ready
+from netlab.lab.scenario import INCIDENT
 from netlab.lab.scenarios.ipv6_route_cache import SCENARIO as ROUTE_CACHE
 from netlab.lab.scenarios.ipv6_route_cache import dst_entries
 from netlab.lab.topology import destroy_namespaces, host, sh
@@ -41,10 +42,10 @@ def test_a_link_that_never_comes_up_is_named() -> None:
 def test_a_lab_whose_fault_is_gone_is_rebuilt_not_reused() -> None:
     name = ROUTE_CACHE.name
     with scenario(name) as params:
-        assert ROUTE_CACHE.took_effect(params, False) == []
+        assert ROUTE_CACHE.took_effect(params, INCIDENT) == []
         # Empty the route cache behind the lab's back, as an expiry or a reboot would.
         sh(["ip", "-n", params["node_netns"], "-6", "route", "flush", "cache"])
-        missing = ROUTE_CACHE.took_effect(params, False)
+        missing = ROUTE_CACHE.took_effect(params, INCIDENT)
         assert missing and "expected more than max_size (64)" in missing[0], missing
         rebuilt = lab.up(name)
         assert dst_entries(rebuilt["node_netns"]) > 64
