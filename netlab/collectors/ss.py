@@ -25,6 +25,9 @@ from netlab.targets import Target
 
 STATES = {"ESTAB", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "TIME-WAIT", "CLOSE", "CLOSE-WAIT",
           "LAST-ACK", "LISTEN", "CLOSING", "UNCONN"}  # fmt: skip
+# ss's state names as the kernel (and a BPF iterator) names them.
+KERNEL_STATES = {"ESTAB": "ESTABLISHED", "SYN-SENT": "SYN_SENT", "SYN-RECV": "SYN_RECV", "FIN-WAIT-1": "FIN_WAIT1",
+                 "FIN-WAIT-2": "FIN_WAIT2", "TIME-WAIT": "TIME_WAIT", "CLOSE-WAIT": "CLOSE_WAIT", "LAST-ACK": "LAST_ACK"}  # fmt: skip
 COUNTERS = ("segs_in", "segs_out", "bytes_acked", "bytes_received", "bytes_sent", "data_segs_in", "data_segs_out",
             "lastsnd", "lastrcv", "lastack", "retrans")  # fmt: skip
 COLUMNS = [

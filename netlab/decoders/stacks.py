@@ -75,6 +75,12 @@ def is_tracing_frame(symbol: str) -> bool:
     return bool(_TRACING.match(name)) or name in _DROP_API
 
 
+def traced_path(frames: tuple[str, ...] | list[str]) -> str:
+    """A kernel stack as one line, innermost first, without tracing machinery:
+    ``ip6_pkt_drop <- __netif_receive_skb_one_core <- ...``."""
+    return " <- ".join(f for f in (base_function(s) for s in frames) if not is_tracing_frame(f))
+
+
 def top_frame(frames: tuple[str, ...] | list[str]) -> str:
     """The first frame that is not tracing machinery (its function), or ``""``."""
     return next((base_function(f) for f in frames if not is_tracing_frame(f)), "")

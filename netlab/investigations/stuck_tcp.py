@@ -123,11 +123,6 @@ def judge_by_socket(
     return out.assign(stale=out["status"].isin(STALE))
 
 
-# ss's state names, as the kernel (and the sockmap iterator) names them.
-_SS_STATES = {"ESTAB": "ESTABLISHED", "SYN-SENT": "SYN_SENT", "SYN-RECV": "SYN_RECV", "FIN-WAIT-1": "FIN_WAIT1",
-              "FIN-WAIT-2": "FIN_WAIT2", "TIME-WAIT": "TIME_WAIT", "CLOSE-WAIT": "CLOSE_WAIT", "LAST-ACK": "LAST_ACK"}  # fmt: skip
-
-
 def _address(text: Any) -> str:
     return plain_address(str(text).strip("[]"))
 
@@ -145,7 +140,7 @@ def join_by_tuple(
     socks = pd.DataFrame({
         "dip": sockets["local"].map(_address), "dport": pd.to_numeric(sockets["local_port"]),
         "sip": sockets["peer"].map(_address), "sport": pd.to_numeric(sockets["peer_port"]),
-        "state": sockets["state"].map(lambda v: _SS_STATES.get(str(v), str(v))),
+        "state": sockets["state"].map(lambda v: ss.KERNEL_STATES.get(str(v), str(v))),
         "orphan": sockets["inode"].astype(str).isin(["0", "0.0"]), "netns": sockets["netns"].astype("int64"),
     })  # fmt: skip
     keys = entries.reset_index(drop=True)[["sip", "sport", "dip", "dport"]].assign(entry=lambda f: f.index)
@@ -567,7 +562,7 @@ class StuckTcp(Investigation):
             self.used(
                 "stale entries", f"{BY_SOCKET.name}: {len(owners)} namespaces, {unreachable} unreachable"
             )
-        elif entries["cookie"].isna().all() and self.node.ok(ss.SS) and self.node.ok(netns.NSENTER):
+        elif entries["cookie"].isna().all() and BY_TUPLE.can_run(self.node) is None:
             frame = self._judged_by_tuple(entries)
         elif entries["cookie"].notna().any():
             live = [ss.sockets(t).assign(netns=where) for where, t in

@@ -52,8 +52,7 @@ def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     out = [{"netns": r["netns"], "dev": r["dev"], "direction": DIRECTIONS.get(r["direction"], str(r["direction"])),
             "icmpv6": CODES.get(r["code"], str(r["code"])), "saddr": _address(r["saddr"]),
             "daddr": _address(r["daddr"]), "count": r["count"],
-            "stack": " <- ".join(f for f in (stacks.base_function(s) for s in r["stack"])
-                                 if not stacks.is_tracing_frame(f))} for r in rows]  # fmt: skip
+            "stack": stacks.traced_path(r["stack"])} for r in rows]  # fmt: skip
     table = pd.DataFrame(out, columns=COLUMNS)
     return table.sort_values("count", ascending=False, ignore_index=True) if len(table) else table
 

@@ -74,8 +74,7 @@ def frames(rows: list[dict[str, Any]], kind: str, comms: dict[int, str] | None =
                "error": ERRNO.get(r["err"], str(r["err"])), "map_id": r["map_id"],
                "local": _address(t["family"], t["laddr"]), "local_port": t["lport"],
                "peer": _address(t["family"], t["raddr"]), "peer_port": t["rport"], "netns": t["netns"],
-               "stack": " <- ".join(f for f in (stacks.base_function(s) for s in r["stack"])
-                                    if not stacks.is_tracing_frame(f))}  # fmt: skip
+               "stack": stacks.traced_path(r["stack"])}  # fmt: skip
         out.append({c: row[c] for c in columns})
     frame = pd.DataFrame(out, columns=columns)
     return frame.sort_values("count", ascending=False, ignore_index=True) if len(frame) else frame
