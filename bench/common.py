@@ -18,10 +18,12 @@ from netlab.collectors import bpfmap
 
 @contextmanager
 def pinned_map(name: str, key_size: int, value_size: int, entries: int, kname: str) -> Iterator[str]:
+    """A hash map as Cilium creates its lb maps: ``CONDITIONAL_PREALLOC`` is
+    ``BPF_F_NO_PREALLOC`` unless the agent runs with ``--preallocate-bpf-maps``."""
     pin = f"/sys/fs/bpf/{naming.PREFIX}_bench_{name}"
     subprocess.run(["rm", "-f", pin], check=False)
     subprocess.run(["bpftool", "map", "create", pin, "type", "hash", "key", str(key_size), "value", str(value_size),
-                    "entries", str(entries), "name", kname], check=True)  # fmt: skip
+                    "entries", str(entries), "name", kname, "flags", "1"], check=True)  # fmt: skip
     try:
         yield pin
     finally:

@@ -24,7 +24,7 @@ from netlab.errors import NetlabError
 from netlab.probes import map_batch
 
 #: How a map read by :mod:`netlab.probes.map_batch` was read (recorded in reports).
-BATCH = "bpf_map_lookup_batch (the bpf() system call, 64k entries per call)"
+BATCH = "bpf_map_lookup_batch (the bpf() system call, up to 64k entries per call)"
 
 _lib: ctypes.CDLL | None = None
 
@@ -59,20 +59,23 @@ class MapData:
 
 
 def read(*, pin: str | None = None, map_id: int | None = None, max_entries: int = 2_000_000,
-         chunk: int = 65536) -> MapData:  # fmt: skip
+         chunk: int = 65536, stripes: int | None = None) -> MapData:  # fmt: skip
     """Every entry of a hash/array map with the kernel's batch lookup, at most
-    ``max_entries`` (the result says when it stopped there)."""
+    ``max_entries`` (the result says when it stopped there); ``stripes``: see
+    :func:`netlab.probes.map_batch.read`."""
     try:
         info, keys, values = map_batch.read(map_id, None if pin is None else params.path(pin, "pin"),
-                                            max_entries=max_entries, chunk=chunk)  # fmt: skip
+                                            max_entries=max_entries, chunk=chunk, stripes=stripes)  # fmt: skip
     except map_batch.BatchError as exc:
         raise NetlabError(str(exc)) from None
     return from_batch(info, keys, values)
 
 
 def from_batch(info: dict, keys: bytes | memoryview, values: bytes | memoryview) -> MapData:
+    stripes = int(info.get("stripes", 1))
+    mechanism = BATCH if stripes == 1 else f"{BATCH}; {stripes} ranges of buckets walked in parallel"
     return MapData(int(info["id"]), str(info["name"]), int(info["key_size"]), int(info["value_size"]), keys,
-                   values, int(info["count"]), BATCH, bool(info["truncated"]))  # fmt: skip
+                   values, int(info["count"]), mechanism, bool(info["truncated"]))  # fmt: skip
 
 
 def frame(*, pin: str | None = None, map_id: int | None = None, layout: MapLayout | None = None,

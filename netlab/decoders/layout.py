@@ -12,9 +12,9 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import json
+import pkgutil
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from typing import Any, Literal
 
 from netlab.errors import DecodeError
@@ -194,7 +194,12 @@ def _check_struct(name: str, struct: StructLayout) -> None:
 
 @cache
 def _load() -> tuple[dict[str, StructLayout], tuple[MapLayout, ...], dict[str, dict[str, int]]]:
-    raw = json.loads(resources.files("netlab.decoders").joinpath("layouts/cilium.json").read_text("utf-8"))
+    # pkgutil asks the package's own loader (a directory or a zipapp) without importing
+    # importlib.resources' readers: a millisecond on the first map a run decodes.
+    data = pkgutil.get_data("netlab.decoders", "layouts/cilium.json")
+    if data is None:
+        raise DecodeError("netlab.decoders: the layouts file layouts/cilium.json is missing from the package")
+    raw = json.loads(data)
     enums = {k: {int(n): v for n, v in e.items()} for k, e in raw["enums"].items()}
     flag_sets: dict[str, dict[str, int]] = raw["flag_sets"]
     structs: dict[str, StructLayout] = {}

@@ -96,8 +96,97 @@ def test_a_remote_node_reads_with_its_own_python_and_batch_lookup(
         remote = bpf_objects.read(open_target("ssh://root@127.0.0.1"), map_id, name="cilium_lb4_serv",
                                   key_size=12, value_size=12)  # fmt: skip
     assert remote.count == local.count == 100_000
-    assert remote.mechanism == local.mechanism == bpfmap.BATCH
+    assert remote.mechanism == local.mechanism and local.mechanism.startswith(bpfmap.BATCH)
     assert (remote.keys, remote.values) == (local.keys, local.values)
+
+
+@contextmanager
+def created(suffix: str, kind: str, entries: int, flags: int = 1) -> Iterator[str]:
+    pin = f"/sys/fs/bpf/{naming.PREFIX}_{suffix}"
+    subprocess.run(["bpftool", "map", "create", pin, "type", kind, "key", "12", "value", "12", "entries",
+                    str(entries), "name", "cilium_lb4_serv", "flags", str(flags)], check=True)  # fmt: skip
+    try:
+        yield pin
+    finally:
+        subprocess.run(["rm", "-f", pin], check=True)
+
+
+def fill_pin(pin: str, keys: np.ndarray, values: np.ndarray) -> None:
+    lib = bpfmap.libbpf()
+    fd = lib.bpf_obj_get(pin.encode())
+    try:
+        count = ctypes.c_uint32(len(keys))
+        assert (
+            lib.bpf_map_update_batch(fd, keys.ctypes.data, values.ctypes.data, ctypes.byref(count), None) == 0
+        )
+    finally:
+        os.close(fd)
+
+
+def random_entries(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, 256, (n, 12), dtype=np.uint8)
+    keys[:, :4] = np.arange(n, dtype=np.uint32).view(np.uint8).reshape(n, 4)  # every key distinct
+    return keys, rng.integers(0, 256, (n, 12), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("kind", "capacity", "entries"),
+    [
+        ("hash", 131072, 100_000),
+        ("hash", 100_000, 99_999),
+        ("hash", 65536, 10),
+        ("hash", 65536, 0),
+        ("lru_hash", 70_000, 50_000),
+    ],  # fmt: skip
+)
+def test_buckets_walked_in_parallel_read_what_one_walk_reads(kind: str, capacity: int, entries: int) -> None:
+    """The ranges' walks stitched together are the single walk, byte for byte and in the
+    same order: each entry once, where a range's last call ran into the next range."""
+    from netlab.probes import map_batch
+
+    keys, values = random_entries(entries, capacity)
+    # An LRU map is always preallocated (the kernel refuses BPF_F_NO_PREALLOC for it).
+    with created(f"test_stripes_{kind}_{entries}", kind, capacity, 0 if kind == "lru_hash" else 1) as pin:
+        if entries:
+            fill_pin(pin, keys, values)
+        one = map_batch.read(pin=pin, stripes=1)
+        assert one[0]["stripes"] == 1 and one[0]["count"] == entries
+        for stripes in (2, 3, 4):
+            info, got_keys, got_values = map_batch.read(pin=pin, stripes=stripes)
+            buckets = 1 << (capacity - 1).bit_length()  # the kernel's roundup_pow_of_two
+            assert info["stripes"] == min(stripes, buckets // 16384)
+            assert info["count"] == entries and not info["truncated"]
+            assert (bytes(got_keys), bytes(got_values)) == (bytes(one[1]), bytes(one[2]))
+    want = {bytes(k): bytes(v) for k, v in zip(keys, values, strict=True)}
+    got = {bytes(one[1][i * 12 : (i + 1) * 12]): bytes(one[2][i * 12 : (i + 1) * 12]) for i in range(entries)}
+    assert got == want
+
+
+def test_a_cursor_that_is_not_a_bucket_falls_back_to_one_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should a kernel's hash-map cursor stop being a bucket index, the ranges cannot be
+    trusted: here netlab believes in fewer buckets than the map has, the kernel's cursor
+    runs past them, and the read is one walk, still complete."""
+    from netlab.probes import map_batch
+
+    keys, values = random_entries(60_000, 7)
+    with created("test_stripes_cursor", "hash", 65536) as pin:
+        fill_pin(pin, keys, values)
+        monkeypatch.setattr(map_batch, "_buckets", lambda capacity: 32768)
+        info, got, _ = map_batch.read(pin=pin, stripes=2)
+    assert info["stripes"] == 1 and info["count"] == 60_000
+    assert len({bytes(got[i * 12 : (i + 1) * 12]) for i in range(60_000)}) == 60_000
+
+
+def test_a_per_cpu_map_is_refused_before_the_kernel_writes_a_value_per_cpu() -> None:
+    """A per-CPU map's batch lookup writes round_up(value_size, 8) bytes per possible CPU
+    for each entry: more than value_size. The reader says so instead of reading."""
+    from netlab.probes import map_batch
+
+    with created("test_percpu", "percpu_hash", 1024, 0) as pin:
+        with pytest.raises(map_batch.BatchError, match="per-CPU") as caught:
+            map_batch.read(pin=pin)
+    assert caught.value.unsupported
 
 
 def test_a_map_without_batch_lookup_falls_back_to_bpftool_and_says_why() -> None:
