@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -100,13 +99,16 @@ def main() -> None:
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--sizes", default="1k,64k,1M")
     parser.add_argument("--repeat", type=int, default=5, help="runs per route (half as many at 1M)")
+    parser.add_argument("--show-runs", action="store_true", help="print every run's seconds")
     args = parser.parse_args()
     if args.route:
         print(json.dumps(route(args.route, args.pin, args.dump_file)))
         return
     baseline_rss = measure_empty()
-    print(f"median of {args.repeat} runs per route at 1k and 64k, {max(1, args.repeat // 2)} at 1M; "
-          "each run a fresh process")
+    print(
+        f"median of {args.repeat} runs per route at 1k and 64k, {max(1, args.repeat // 2)} at 1M; "
+        "each run a fresh process"
+    )
     print(f"{'size':>5} {'route':>8} {'seconds':>9} {'peak MB':>8} {'x vs bpftool':>13} {'x vs naive':>11}")
     rng = np.random.default_rng(0)
     for label in args.sizes.split(","):
@@ -138,7 +140,7 @@ def main() -> None:
                 for name in routes:
                     runs[name].append(measure(name, pin, dump.name))
             results = {name: median_run(r) for name, r in runs.items()}
-            if os.environ.get("BENCH_DEBUG"):
+            if args.show_runs:
                 print({k: [round(x["seconds"], 4) for x in v] for k, v in runs.items()})
             for name, r in results.items():
                 vs_json = (
@@ -150,13 +152,16 @@ def main() -> None:
                 )
             raw_mb = n * 24 / 1e6
             peak = results["netlab"]["peak_mb"] - baseline_rss
+            # The goals (issue #20) are for 1M entries, and against bpftool at 64k.
+            big, mid = label == "1M", label == "64k"
             print(f"{label:>5} netlab total / batch lookup alone: {results['netlab']['seconds']:.3f} / "
                   f"{results['lookup']['seconds']:.3f} s = {results['netlab']['seconds'] / results['lookup']['seconds']:.2f}"
-                  f" (goal <= 1.3); peak {peak:.0f} MB for {raw_mb:.1f} MB of map bytes = {peak / raw_mb:.1f}x"
-                  " (goal <= 3)")  # fmt: skip
+                  f"{' (goal <= 1.3)' if big else ''}; peak {peak:.0f} MB for {raw_mb:.1f} MB of map bytes"
+                  f" = {peak / raw_mb:.1f}x{' (goal <= 3)' if big else ''}")  # fmt: skip
             if "bpftool" in results:
                 print(f"{label:>5} netlab vs bpftool JSON: "
-                      f"{results['bpftool']['seconds'] / results['netlab']['seconds']:.0f}x (goal >= 40)")  # fmt: skip
+                      f"{results['bpftool']['seconds'] / results['netlab']['seconds']:.0f}x"
+                      f"{' (goal >= 40)' if mid else ''}")  # fmt: skip
 
 
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
