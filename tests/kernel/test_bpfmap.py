@@ -27,20 +27,35 @@ pytestmark = pytest.mark.kernel
 @contextmanager
 def pinned_hash(suffix: str, name: str, keys: np.ndarray, values: np.ndarray, entries: int) -> Iterator[str]:
     """A hash map pinned under netlab's prefix, filled with one batch update; removed after."""
+    with created(suffix, "hash", entries, 0, name, keys.shape[1], values.shape[1]) as pin:
+        fill_pin(pin, keys, values)
+        yield pin
+
+
+@contextmanager
+def created(suffix: str, kind: str, entries: int, flags: int = 1, name: str = "cilium_lb4_serv",
+            key_size: int = 12, value_size: int = 12) -> Iterator[str]:  # fmt: skip
+    """An empty map pinned under netlab's prefix (flags 1: BPF_F_NO_PREALLOC, as Cilium's
+    lb maps); removed after."""
     pin = f"/sys/fs/bpf/{naming.PREFIX}_{suffix}"
-    subprocess.run(["bpftool", "map", "create", pin, "type", "hash", "key", str(keys.shape[1]), "value",
-                    str(values.shape[1]), "entries", str(entries), "name", name], check=True)  # fmt: skip
+    subprocess.run(["bpftool", "map", "create", pin, "type", kind, "key", str(key_size), "value", str(value_size),
+                    "entries", str(entries), "name", name, "flags", str(flags)], check=True)  # fmt: skip
     try:
-        lib = bpfmap.libbpf()
-        fd = lib.bpf_obj_get(pin.encode())
+        yield pin
+    finally:
+        subprocess.run(["rm", "-f", pin], check=True)
+
+
+def fill_pin(pin: str, keys: np.ndarray, values: np.ndarray) -> None:
+    lib = bpfmap.libbpf()
+    fd = lib.bpf_obj_get(pin.encode())
+    try:
         count = ctypes.c_uint32(len(keys))
         assert (
             lib.bpf_map_update_batch(fd, keys.ctypes.data, values.ctypes.data, ctypes.byref(count), None) == 0
         )
-        os.close(fd)
-        yield pin
     finally:
-        subprocess.run(["rm", "-f", pin], check=True)
+        os.close(fd)
 
 
 def test_batch_read_round_trip() -> None:
@@ -98,29 +113,6 @@ def test_a_remote_node_reads_with_its_own_python_and_batch_lookup(
     assert remote.count == local.count == 100_000
     assert remote.mechanism == local.mechanism and local.mechanism.startswith(bpfmap.BATCH)
     assert (remote.keys, remote.values) == (local.keys, local.values)
-
-
-@contextmanager
-def created(suffix: str, kind: str, entries: int, flags: int = 1) -> Iterator[str]:
-    pin = f"/sys/fs/bpf/{naming.PREFIX}_{suffix}"
-    subprocess.run(["bpftool", "map", "create", pin, "type", kind, "key", "12", "value", "12", "entries",
-                    str(entries), "name", "cilium_lb4_serv", "flags", str(flags)], check=True)  # fmt: skip
-    try:
-        yield pin
-    finally:
-        subprocess.run(["rm", "-f", pin], check=True)
-
-
-def fill_pin(pin: str, keys: np.ndarray, values: np.ndarray) -> None:
-    lib = bpfmap.libbpf()
-    fd = lib.bpf_obj_get(pin.encode())
-    try:
-        count = ctypes.c_uint32(len(keys))
-        assert (
-            lib.bpf_map_update_batch(fd, keys.ctypes.data, values.ctypes.data, ctypes.byref(count), None) == 0
-        )
-    finally:
-        os.close(fd)
 
 
 def random_entries(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -190,17 +182,12 @@ def test_a_per_cpu_map_is_refused_before_the_kernel_writes_a_value_per_cpu() -> 
 
 
 def test_a_map_without_batch_lookup_falls_back_to_bpftool_and_says_why() -> None:
-    pin = f"/sys/fs/bpf/{naming.PREFIX}_test_sockhash"
-    subprocess.run(["bpftool", "map", "create", pin, "type", "sockhash", "key", "44", "value", "4", "entries",
-                    "16", "name", "cilium_sock_ops"], check=True)  # fmt: skip
-    try:
+    with created("test_sockhash", "sockhash", 16, 0, "cilium_sock_ops", 44, 4):
         map_id = int(
             bpf_objects.maps(open_target("local")).query("name == 'cilium_sock_ops'")["map_id"].max()
         )
         data = bpf_objects.read(
             open_target("local"), map_id, name="cilium_sock_ops", key_size=44, value_size=4
         )
-    finally:
-        subprocess.run(["rm", "-f", pin], check=True)
     assert data.count == 0 and data.mechanism.startswith("bpftool -j map dump (JSON; batch lookup: ")
     assert "unsupported" in data.mechanism
