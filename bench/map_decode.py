@@ -165,7 +165,7 @@ def main() -> None:
 
 
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
-    """The median seconds and the highest peak of a route's runs."""
+    """The median seconds (the slower middle run for an even count) and the highest peak."""
     seconds = sorted(r["seconds"] for r in runs)[len(runs) // 2]
     return {"seconds": seconds, "peak_mb": max(r["peak_mb"] for r in runs), "rows": runs[0]["rows"]}
 

@@ -8,7 +8,7 @@ no per-entry work, where ``bpftool -j map dump`` prints every byte as a JSON str
 big hash map is walked by one thread per CPU, each over its own range of buckets.
 
 On the command line: ``python3 -c SOURCE MAP_ID MAX_ENTRIES`` prints one JSON line (the
-map's id, name, sizes, count, truncated; or ``error`` with ``unsupported`` when the
+map's id, name, sizes, count, truncated, stripes; or ``error`` with ``unsupported`` when the
 kernel or map type has no batch lookup), then the keys and the values, each one line of
 base64.
 """
@@ -31,6 +31,9 @@ _MAP_LOOKUP_BATCH = 24
 _NR_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361, "s390x": 351, "riscv64": 280}
 # The kernel's ENOTSUPP (524) is what batch lookup answers for a map type without it.
 _UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, 524}
+# Map types whose values are one per possible CPU (PERCPU_HASH, PERCPU_ARRAY,
+# LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE).
+_PERCPU = {5, 6, 10, 21}
 
 
 class BatchError(Exception):
@@ -159,7 +162,6 @@ def _walk_all(fd: int, what: object, ks: int, vs: int, limit: int,
 # own range of buckets reads a big map in a fraction of the time. A range's last call runs
 # past its end into the next range; the entries read twice there are dropped.
 _HASH = {1, 9}  # BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH
-_PERCPU = {5, 6, 10, 21}  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
 _RANGE_BUCKETS = 16384  # fewer buckets a range, and a thread costs more than it saves
 _MAX_STRIPES = 8
 
@@ -270,7 +272,7 @@ def _drop_overrun(r: _Range, later: list[_Range]) -> None:
     """Drop from ``r``'s last call the entries of buckets past its end that a later range
     read too: the later ranges' keys from the buckets ``r`` reached. A key lives in one
     bucket, so a key both read is one entry, kept once."""
-    start, after, row, got = r.calls[-1] if r.calls else (0, 0, 0, 0)
+    _, after, row, got = r.calls[-1]  # every walk makes at least one call
     if after <= r.end or not got:
         return
     seen: set[bytes] = set()
