@@ -266,10 +266,15 @@ class CgroupProgs(Investigation):
             self.skipped("real connect", f"probe failed: {result.brief_error()}")
             return pd.DataFrame()
         seen = json.loads(result.stdout)
-        self.used("real connect", f"a probe process (python3) joined {cgroup}, connected once and exited")
+        self.used(
+            "real connect",
+            f"a probe process (python3) joined {cgroup}, connect()ed once "
+            f"({seen.get('how', '?')}) and exited",
+        )
         self.results["actual"] = seen
         self.evidence("a real connect() from the cgroup", [seen],
-                      "actual is the destination the kernel chose after every connect program ran")  # fmt: skip
+                      "actual is the destination the kernel chose after every connect program ran; "
+                      "how says whether a SYN left")  # fmt: skip
         return pd.DataFrame([seen])
 
     # --- verdict -----------------------------------------------------------------
@@ -327,6 +332,8 @@ class CgroupProgs(Investigation):
             summary += f" Maps with the same name: {pair}."
         if actual.get("actual"):
             summary += f" A real connect() from the cgroup went to {actual['actual']}."
+        elif actual.get("error"):
+            summary += f" A real connect() from the cgroup failed before its destination was read: {actual['error']}."
         remediation = [
             f"bpftool cgroup detach {attached_at} {hook} id {first['prog_id']}"
             if not attached_at.startswith("above ")

@@ -2,9 +2,18 @@
 (IPv4 or IPv6) and prints the destination the kernel chose after every cgroup connect4
 or connect6 program ran.
 
-A socket still in SYN_SENT has no peer name (``getpeername`` says ENOTCONN), so the
-destination is read from the kernel's socket table (``/proc/self/net/tcp``) by the
-socket's inode. Stand-alone on purpose: it is passed to ``python3 -c`` on the node.
+The socket is put in TCP repair mode first (``TCP_REPAIR``, as CRIU does; needs
+CAP_NET_ADMIN): its ``connect()`` runs the cgroup connect programs and the routing
+lookup, then goes straight to ESTABLISHED without sending a packet, and its close sends
+nothing either. So the answer does not depend on the destination: a gone pod behind a
+router that answers with ICMP unreachable (rate-limited, so sometimes and sometimes not)
+kills a real SYN's socket before it can be read. Where repair mode is refused, a real SYN
+is sent and the socket read at once, before waiting for the handshake.
+
+``getpeername`` is not used: Cilium's getpeername programs translate the backend back to
+the service address. The destination is read from the kernel's socket table
+(``/proc/self/net/tcp``, ``tcp6``) by the socket's inode. Stand-alone on purpose: it is
+passed to ``python3 -c`` on the node.
 """
 
 import json
@@ -12,7 +21,9 @@ import os
 import select
 import socket
 import sys
-import time
+
+TCP_REPAIR = 19  # linux/tcp.h; Python's socket module does not name it
+STATES = {"01": "ESTABLISHED", "02": "SYN_SENT"}
 
 
 def _address(hex_text: str) -> str:
@@ -21,31 +32,56 @@ def _address(hex_text: str) -> str:
     return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
-def destination(address: str, port: int, wait: float) -> dict:
-    v6 = ":" in address
-    asked = f"[{address}]:{port}" if v6 else f"{address}:{port}"
-    sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    try:
-        sock.connect((address, port))
-    except BlockingIOError:
-        pass
-    except OSError as exc:
-        return {"asked": asked, "error": exc.strerror}
-    _, writable, _ = select.select([], [sock], [], wait)
-    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+def _peer(sock: socket.socket, v6: bool) -> tuple:
+    """(destination, state) of the socket in the kernel's table, or (None, None)."""
     inode = os.fstat(sock.fileno()).st_ino
     with open("/proc/self/net/tcp6" if v6 else "/proc/self/net/tcp") as table:
         for line in table.readlines()[1:]:
             fields = line.split()
             if int(fields[9]) == inode:
                 addr_hex, port_hex = fields[2].split(":")
-                ip = _address(addr_hex)
-                state = {"01": "ESTABLISHED", "02": "SYN_SENT"}.get(fields[3], fields[3])
-                actual = f"[{ip}]:{int(port_hex, 16)}" if v6 else f"{ip}:{int(port_hex, 16)}"
-                return {"asked": asked, "actual": actual, "state": state,
-                        "connected": bool(writable) and err == 0}  # fmt: skip
-    return {"asked": asked, "error": os.strerror(err) if err else "socket not found"}
+                ip, port = _address(addr_hex), int(port_hex, 16)
+                return (f"[{ip}]:{port}" if v6 else f"{ip}:{port}"), STATES.get(fields[3], fields[3])
+    return None, None
+
+
+def destination(address: str, port: int, wait: float) -> dict:
+    v6 = ":" in address
+    asked = f"[{address}]:{port}" if v6 else f"{address}:{port}"
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+        except OSError as exc:
+            refused = exc.strerror
+        else:
+            try:
+                sock.connect((address, port))
+            except OSError as exc:
+                return {"asked": asked, "error": exc.strerror, "how": "repair mode"}
+            actual, _ = _peer(sock, v6)
+            if actual is None:
+                return {
+                    "asked": asked,
+                    "error": "socket not found in the kernel's table",
+                    "how": "repair mode",
+                }
+            return {"asked": asked, "actual": actual, "how": "repair mode: no packet sent"}
+        sock.setblocking(False)
+        how = f"a SYN sent (repair mode refused: {refused})"
+        try:
+            sock.connect((address, port))
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            return {"asked": asked, "error": exc.strerror, "how": how}
+        actual, state = _peer(sock, v6)  # before an ICMP error or a reset can close it
+        _, writable, _ = select.select([], [sock], [], wait)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if actual is None:
+            return {"asked": asked, "error": os.strerror(err) if err else "socket not found", "how": how}
+        return {"asked": asked, "actual": actual, "how": how,
+                "connected": bool(writable) and err == 0}  # fmt: skip
 
 
 def command(address: str, port: int, wait: str) -> list:
@@ -58,7 +94,6 @@ def command(address: str, port: int, wait: str) -> list:
 
 
 if __name__ == "__main__":
-    time.sleep(0)
     print(
         json.dumps(
             destination(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]) if len(sys.argv) > 3 else 1.0)
