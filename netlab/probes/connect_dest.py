@@ -23,7 +23,6 @@ import socket
 import sys
 
 TCP_REPAIR = 19  # linux/tcp.h; Python's socket module does not name it
-STATES = {"01": "ESTABLISHED", "02": "SYN_SENT"}
 
 
 def _address(hex_text: str) -> str:
@@ -32,8 +31,8 @@ def _address(hex_text: str) -> str:
     return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
-def _peer(sock: socket.socket, v6: bool) -> tuple:
-    """(destination, state) of the socket in the kernel's table, or (None, None)."""
+def _peer(sock: socket.socket, v6: bool) -> "str | None":
+    """The socket's destination in the kernel's table, or None once the kernel closed it."""
     inode = os.fstat(sock.fileno()).st_ino
     with open("/proc/self/net/tcp6" if v6 else "/proc/self/net/tcp") as table:
         for line in table.readlines()[1:]:
@@ -41,8 +40,8 @@ def _peer(sock: socket.socket, v6: bool) -> tuple:
             if int(fields[9]) == inode:
                 addr_hex, port_hex = fields[2].split(":")
                 ip, port = _address(addr_hex), int(port_hex, 16)
-                return (f"[{ip}]:{port}" if v6 else f"{ip}:{port}"), STATES.get(fields[3], fields[3])
-    return None, None
+                return f"[{ip}]:{port}" if v6 else f"{ip}:{port}"
+    return None
 
 
 def destination(address: str, port: int, wait: float) -> dict:
@@ -59,7 +58,7 @@ def destination(address: str, port: int, wait: float) -> dict:
                 sock.connect((address, port))
             except OSError as exc:
                 return {"asked": asked, "error": exc.strerror, "how": "repair mode"}
-            actual, _ = _peer(sock, v6)
+            actual = _peer(sock, v6)
             if actual is None:
                 return {
                     "asked": asked,
@@ -68,14 +67,14 @@ def destination(address: str, port: int, wait: float) -> dict:
                 }
             return {"asked": asked, "actual": actual, "how": "repair mode: no packet sent"}
         sock.setblocking(False)
-        how = f"a SYN sent (repair mode refused: {refused})"
+        how = f"a real SYN (repair mode refused: {refused})"
         try:
             sock.connect((address, port))
         except BlockingIOError:
             pass
         except OSError as exc:
             return {"asked": asked, "error": exc.strerror, "how": how}
-        actual, state = _peer(sock, v6)  # before an ICMP error or a reset can close it
+        actual = _peer(sock, v6)  # before an ICMP error or a reset can close it
         _, writable, _ = select.select([], [sock], [], wait)
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if actual is None:
