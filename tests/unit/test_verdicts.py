@@ -208,6 +208,23 @@ def test_cgroup_progs_agreeing_copies_are_healthy() -> None:
     assert get("cgroup-progs").decide(evidence).verdict == "healthy"
 
 
+def test_cgroup_progs_real_connect_is_reported_as_it_went() -> None:
+    """The real connect() adds to the verdict what it saw: where the kernel sent it, or
+    the error that closed its socket before the destination was read; never a guess."""
+    evidence, _ = replay("cgroup-progs", "broken")
+    actual = evidence.results["actual"]
+    assert actual["how"] == "repair mode: no packet sent"
+    summary = get("cgroup-progs").decide(evidence).summary
+    assert f"A real connect() from the cgroup went to {actual['actual']}." in summary
+    evidence.results["actual"] = {"asked": actual["asked"], "error": "No route to host", "how": "a real SYN"}
+    findings = get("cgroup-progs").decide(evidence)
+    assert findings.verdict == "stale-cgroup-program"
+    assert "A real connect() from the cgroup failed before its destination was read: No route to host." in (
+        findings.summary
+    )
+    assert "went to" not in findings.summary
+
+
 def test_cgroup_progs_rollout_twin_is_healthy_with_a_note() -> None:
     """The rollout twin: both generations attached in the incident's order, the old one's
     maps holding the agent's entries. Healthy; the note names both connect4 programs with
