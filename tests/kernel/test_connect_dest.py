@@ -64,7 +64,9 @@ def test_without_repair_mode_a_syn_is_sent_and_a_fast_error_is_named(netns: Netn
     # The ICMP error closes the socket within connect(): either it was read first, or
     # the error is named; never a silent wrong destination.
     assert seen.get("actual") == f"{GONE}:80" or seen.get("error") == "No route to host", seen
-    assert rejected(netns) == 1
+    # At least one SYN left. A second is the kernel's retransmit: an ICMP error that comes
+    # while connect() still holds the socket is only noted (sk_err_soft), not fatal.
+    assert rejected(netns) >= 1
 
 
 def test_without_repair_mode_a_listening_destination_is_connected(netns: NetnsTarget) -> None:
