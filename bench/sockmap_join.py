@@ -45,6 +45,9 @@ from netlab.targets import LocalTarget  # noqa: E402
 CONNECTIONS = 50_000  # two sockets each: 100,000 entries
 WORKERS = 6  # processes holding the sockets (a process may have 20,000 files here)
 PORT = 8080
+# The addresses of the bench's namespace: the listeners' and each worker's client address.
+OWNED = {"127.0.0.1", *(f"127.0.1.{1 + i}" for i in range(WORKERS))}
+LAYOUT = detect_layout("cilium_sock_ops", 44, 4)[0]
 
 
 def sock_key(peer: str, peer_port: int, local: str, local_port: int) -> bytes:
@@ -136,39 +139,41 @@ def main() -> None:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
+def print_steps(steps: list[tuple[str, float]]) -> None:
+    """The route's steps and their sum, as the table bench/README shows."""
+    print(f"  {'step':<58} {'seconds':>8}")
+    for label, seconds in steps:
+        print(f"  {label:<58} {seconds:8.3f}")
+    print(f"  {'netlab total (keys with their sockets, judged)':<58} {sum(s for _, s in steps):8.3f}")
+
 def by_iterator(host: LocalTarget, map_id: int, pin: str) -> None:
     """The iterator's route: each key handed over with its socket."""
     t_iter, text = timed(lambda: bpf_iter.run("sockmap_sockets.bpf.c", host, map_id=map_id,
                                               defines={"KEY_WORDS": "11"}), repeat=2)  # fmt: skip
     symbols = sockmap_sockets.recvmsg_symbols(host)
     t_parse, found = timed(lambda: sockmap_sockets.parse(text, 11, symbols), repeat=2)
-    layout = detect_layout("cilium_sock_ops", 44, 4)[0]
 
     def decode() -> pd.DataFrame:
         keys = [
             MapEntry(key=bytes.fromhex(k), value=None, line=i) for i, k in enumerate(found["key_hex"])
         ]
-        decoded = decode_sockmap(keys, layout=layout).drop(columns=["cookie"])
+        decoded = decode_sockmap(keys, layout=LAYOUT).drop(columns=["cookie"])
         return pd.concat([decoded, found.drop(columns=["key_hex"]).rename(columns={"family": "sock_family"})],
                          axis=1)  # fmt: skip
 
     t_decode, joined = timed(decode, repeat=2)
     netns_inode = int(found["netns"].iloc[0])
-    owners = {netns_inode: {"127.0.0.1", *(f"127.0.1.{1 + i}" for i in range(WORKERS))}}
+    owners: dict[int, set[str] | None] = {netns_inode: OWNED}
     t_judge, judged = timed(lambda: judge_by_socket(joined, owners), repeat=2)
     live = int((judged["status"] == "live, matches its key").sum())
     t_dump, dumped = timed(lambda: json.loads(subprocess.run(["bpftool", "-j", "map", "dump", "pinned", pin],
                                                              capture_output=True, check=False).stdout), repeat=1)  # fmt: skip
-    total = t_iter + t_parse + t_decode + t_judge
-    print(f"  {'step':<58} {'seconds':>8}")
-    for label, seconds in (
+    print_steps([
         ("iterate: sockmap iterator, pin + read + unpin", t_iter),
         ("parse: iterator lines -> table", t_parse),
         ("decode: keys with Cilium's sock_key layout, joined", t_decode),
         ("judge: each entry against its socket and namespace", t_judge),
-    ):
-        print(f"  {label:<58} {seconds:8.3f}")
-    print(f"  {'netlab total (keys with their sockets, judged)':<58} {total:8.3f}")
+    ])
     print(f"  {'baseline: bpftool -j map dump + json.loads (keys only)':<58} {t_dump:8.3f}"
           f"   ({len(dumped or [])} entries, no socket)")  # fmt: skip
     print(f"  entries judged live: {live} of {len(judged)} ({found['key_hex'].nunique()} distinct keys); "
@@ -178,27 +183,22 @@ def by_iterator(host: LocalTarget, map_id: int, pin: str) -> None:
 def by_tuple(host: LocalTarget, map_id: int, ns: str) -> None:
     """The keys-only route: keys dumped, decoded, joined by tuple with the sockets sock_diag
     reads in the namespace, judged."""
-    layout = detect_layout("cilium_sock_ops", 44, 4)[0]
     t_dump, keys = timed(lambda: bpf_objects.keys(host, map_id), repeat=1)
-    t_decode, decoded = timed(lambda: decode_sockmap(keys, layout=layout), repeat=2)
+    t_decode, decoded = timed(lambda: decode_sockmap(keys, layout=LAYOUT), repeat=2)
     path = f"/run/netns/{ns}"
     inode = os.stat(path).st_ino
     t_ss, sockets = timed(lambda: ss.sockets_in(host, path, []).assign(netns=inode), repeat=2)
-    owners: dict[int, set[str] | None] = {inode: {"127.0.0.1", *(f"127.0.1.{1 + i}" for i in range(WORKERS))}}
+    owners: dict[int, set[str] | None] = {inode: OWNED}
     t_join, joined = timed(lambda: join_by_tuple(decoded, sockets, owners), repeat=2)
     t_judge, judged = timed(lambda: judge_by_socket(joined, owners), repeat=2)
     live = int((judged["status"] == "live, matches its key").sum())
-    total = t_dump + t_decode + t_ss + t_join + t_judge
-    print(f"  {'step':<58} {'seconds':>8}")
-    for label, seconds in (
+    print_steps([
         ("dump: bpftool -j map dump (keys, ENOSPC per value)", t_dump),
         ("decode: keys with Cilium's sock_key layout", t_decode),
         ("sockets: nsenter ss -tine in the namespace, parsed", t_ss),
         ("join: each key with the socket of its reversed tuple", t_join),
         ("judge: each entry against its socket and namespace", t_judge),
-    ):
-        print(f"  {label:<58} {seconds:8.3f}")
-    print(f"  {'netlab total (keys with their sockets, judged)':<58} {total:8.3f}")
+    ])
     print(f"  entries judged live: {live} of {len(judged)}; {len(sockets)} sockets read")
 
 

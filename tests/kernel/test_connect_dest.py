@@ -61,8 +61,8 @@ def test_repair_mode_reads_the_destination_and_sends_nothing(netns: NetnsTarget)
 def test_without_repair_mode_a_syn_is_sent_and_a_fast_error_is_named(netns: NetnsTarget) -> None:
     seen = probe(netns, GONE, unprivileged=True)
     assert seen["how"].startswith("a real SYN (repair mode refused: Operation not permitted)"), seen
-    # The ICMP error closes the socket within connect(): either it was read first, or
-    # the error is named; never a silent wrong destination.
+    # The ICMP error may close the socket before it is read: then the error is named;
+    # never a silent wrong destination.
     assert seen.get("actual") == f"{GONE}:80" or seen.get("error") == "No route to host", seen
     # At least one SYN left. A second is the kernel's retransmit: an ICMP error that comes
     # while connect() still holds the socket is only noted (sk_err_soft), not fatal.
