@@ -136,16 +136,19 @@ def _walk_all(fd: int, what: object, ks: int, vs: int, limit: int,
     keys, values, key_base, value_base = _buffers(limit, ks, vs)
     # The kernel's position between calls: a hash map's bucket (4 bytes), an array's key.
     token = ctypes.create_string_buffer(max(ks, 8))
-    done, first, rc = 0, True, 0
+    done, first, rc, ask = 0, True, 0, chunk
     while done < limit:
+        want = min(ask, limit - done)
         rc, got = _lookup(fd, None if first else token, token, key_base + done * ks, value_base + done * vs,
-                          min(chunk, limit - done))  # fmt: skip
-        first = False
+                          want)  # fmt: skip
         if rc >= 0 or -rc == errno.ENOENT:
-            done += got
+            done, first, ask = done + got, False, chunk
         if rc < 0:
             if -rc == errno.ENOENT:
                 break  # the last batch
+            if -rc == errno.ENOSPC and got == 0 and want < limit - done:
+                ask = want * 2  # the next bucket holds more entries than one call asked for
+                continue
             if -rc == errno.ENOSPC and done:
                 break  # a hash bucket did not fit in what max_entries leaves: truncated here
             if -rc in _UNSUPPORTED and done == 0:
@@ -205,25 +208,30 @@ class _Range:
         # A small first call measures how full the buckets are; the next reads a little
         # less than the rest of the range is expected to hold, the last a little more,
         # so what runs past the end stays small.
-        want = max(256, (self.end - self.start) // 32)
+        want, cap = max(256, (self.end - self.start) // 32), chunk
         while self.cursor < self.end:
             room = self.capacity - self.count
             if room <= 0:
                 raise _Unstriped("more entries than the map's max_entries")
+            ask = min(want, cap, room)
             rc, got = _lookup(fd, token_in, token_out, self.key_base + self.count * self.ks,
-                              self.value_base + self.count * self.vs, min(want, chunk, room))  # fmt: skip
+                              self.value_base + self.count * self.vs, ask)  # fmt: skip
             if rc < 0 and -rc == errno.ENOSPC and got == 0:
-                if want >= room:
+                if ask >= room:
                     raise _Unstriped("a bucket larger than the buffer")
-                want *= 2  # one bucket holds more entries than asked for
+                want = cap = ask * 2  # one bucket holds more entries than asked for
                 continue
+            cap = chunk
             if rc < 0 and -rc != errno.ENOENT:
                 raise _Unstriped(os.strerror(-rc))  # the single walk says what the kernel refused
             if rc < 0:
                 after = buckets  # walked to the map's last bucket
             else:
                 after, high = struct.unpack_from("=II", token_out.raw)
-                if high or not self.cursor < after <= buckets:
+                # The kernel answers ENOENT once its cursor reaches the last bucket, so a
+                # cursor at or past the buckets netlab counted, with entries still to come,
+                # means the count is wrong: the ranges past it were never walked.
+                if high or not self.cursor < after < buckets:
                     raise _Unstriped(f"the kernel's cursor {token_out.raw.hex()} is not a bucket index")
                 token_in.raw = token_out.raw
             self.calls.append((self.cursor, after, self.count, got))

@@ -5,6 +5,7 @@ lookup), with bpftool as the fallback for maps that have no batch lookup."""
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import subprocess
 from collections.abc import Iterator
@@ -168,6 +169,57 @@ def test_a_cursor_that_is_not_a_bucket_falls_back_to_one_walk(monkeypatch: pytes
         info, got, _ = map_batch.read(pin=pin, stripes=2)
     assert info["stripes"] == 1 and info["count"] == 60_000
     assert len({bytes(got[i * 12 : (i + 1) * 12]) for i in range(60_000)}) == 60_000
+
+
+def test_a_range_that_ends_exactly_where_netlab_counts_the_last_bucket_is_not_the_map_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kernel answers ENOENT when its cursor reaches the map's last bucket; a cursor
+    that lands exactly on the end netlab counted, with no ENOENT, means buckets past it
+    were never read. One entry per call makes the cursor land on every occupied bucket, so
+    this is the case the random test above meets only now and then."""
+    from netlab.probes import map_batch
+
+    keys, values = random_entries(2000, 11)  # some buckets hold two or more entries
+    with created("test_stripes_exact", "hash", 65536) as pin:
+        fill_pin(pin, keys, values)
+        # A call asks for one entry, and for more only where a bucket holds more.
+        assert map_batch.read(pin=pin, stripes=1, chunk=1)[0]["count"] == 2000
+        occupied, entries = one_entry_per_bucket(pin)
+        end = next(b for b in occupied if b >= 32768)  # a one-entry call lands on it
+        monkeypatch.setattr(map_batch, "_buckets", lambda capacity: end)
+        info, got, _ = map_batch.read(pin=pin, stripes=2, chunk=1)
+    assert info["stripes"] == 1 and info["count"] == entries
+    assert len({bytes(got[i * 12 : (i + 1) * 12]) for i in range(entries)}) == entries
+
+
+def one_entry_per_bucket(pin: str) -> tuple[list[int], int]:
+    """Delete all but one entry of each bucket, so that a call for one entry reads one
+    bucket and lands on the next occupied one; the buckets landed on, and the entries left."""
+    from netlab.probes import map_batch
+
+    lib = bpfmap.libbpf()
+    fd = lib.bpf_obj_get(pin.encode())
+    keys, values, token = (ctypes.create_string_buffer(12 * 16) for _ in range(3))
+    occupied: list[int] = []
+    entries, first, rc = 0, True, 0
+    try:
+        while rc != -errno.ENOENT:
+            for want in range(1, 17):  # the smallest count that reads the next bucket whole
+                rc, got = map_batch._lookup(fd, None if first else token, token, ctypes.addressof(keys),
+                                            ctypes.addressof(values), want)  # fmt: skip
+                if rc != -errno.ENOSPC:
+                    break
+            assert rc in (0, -errno.ENOENT), os.strerror(-rc)
+            first = False
+            for extra in range(1, got):
+                assert lib.bpf_map_delete_elem(fd, ctypes.c_void_p(ctypes.addressof(keys) + extra * 12)) == 0
+            entries += min(got, 1)
+            if rc == 0:
+                occupied.append(int.from_bytes(token.raw[:4], "little"))
+    finally:
+        os.close(fd)
+    return occupied, entries
 
 
 def test_a_per_cpu_map_is_refused_before_the_kernel_writes_a_value_per_cpu() -> None:
