@@ -135,8 +135,9 @@ def up(*, timeout: float = BOOT_TIMEOUT) -> Guest:
         if not problem:
             return current
         # Replacing it ends whatever ran there (a lab, a trace): say so, with why.
-        print(f"netlab: guest {NAME} at {current.url} stopped answering ({problem}); console: "
-              f"{_console_tail()}; booting a new one", file=sys.stderr)  # fmt: skip
+        # Its console is removed with it: this is the last chance to say what it showed.
+        print(f"netlab: guest {NAME} at {current.url} stopped answering ({problem}); booting a new one;"
+              " its console ended:", *console_tail(20), sep="\n  ", file=sys.stderr)  # fmt: skip
     if current or _qemu_pids() or state_dir().exists():
         down()  # a guest that does not answer, or leftovers of one
     reason = missing()
@@ -166,7 +167,7 @@ def up(*, timeout: float = BOOT_TIMEOUT) -> Guest:
     except BaseException as exc:
         # A half-booted guest is worse than none. Signal the launcher's session directly:
         # until vng has exec'd, /proc does not show it as the guest's.
-        console = _console_tail()
+        console = " | ".join(console_tail()) or "(empty)"
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -191,6 +192,7 @@ def down() -> list[str]:
         # QEMU exiting ends virtme-ng's launcher chain too.
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)  # a stopped QEMU acts on SIGTERM only once continued
     if leader and not qemu:
         # Still starting: no QEMU yet, stop the launcher's whole session.
         with contextlib.suppress(ProcessLookupError):
@@ -348,13 +350,14 @@ def _load() -> Guest | None:
         return None
 
 
-def _console_tail(lines: int = 3) -> str:
+def console_tail(lines: int = 3) -> list[str]:
+    """The last non-blank lines of the guest's boot console (kernel messages, init's
+    output): what a guest that stopped answering showed last."""
     try:
         text = (state_dir() / "console.log").read_text(errors="replace")
     except OSError:
-        return "(no console log)"
-    tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
-    return " | ".join(tail) or "(empty)"
+        return ["(no console log)"]
+    return [line.strip() for line in text.splitlines() if line.strip()][-lines:]
 
 
 def _ours(pid: int) -> bool:

@@ -8,7 +8,7 @@ fail instead under ``NETLAB_REQUIRE_KERNEL=1`` (see tests/conftest.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 
@@ -33,3 +33,14 @@ def node(booted_guest: guest.Guest, monkeypatch: pytest.MonkeyPatch) -> guest.Gu
     current = guest.up()  # one ssh round trip when it is running
     monkeypatch.setenv("NETLAB_SSH_CONFIG", current.ssh_config)
     return current
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+    """A guest test that failed carries the guest's state and the end of its console: when
+    the guest stopped answering, the next test's boot replaces it and its console with it."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "booted_guest" in getattr(item, "fixturenames", ()):
+        state = guest.status().get("state", "?")
+        report.sections.append(("guest", f"state: {state}\n" + "\n".join(guest.console_tail(40))))
