@@ -121,7 +121,8 @@ def main() -> None:
 
         host = LocalTarget()
         try:
-            bpf_iter.run("sockmap_sockets.bpf.c", host, map_id=map_id, defines={"KEY_WORDS": "11"})  # build once
+            # Built once here, so that the timed runs below measure the iterator alone.
+            bpf_iter.run("sockmap_sockets.bpf.c", host, map_id=map_id, defines={"KEY_WORDS": "11"})
         except NetlabError as exc:
             # Some kernels refuse map element iterators (this lab VM's 6.18 build answers
             # EPERM); stuck-tcp then joins each key by its tuple, so that is what to time.
@@ -146,6 +147,7 @@ def print_steps(steps: list[tuple[str, float]]) -> None:
         print(f"  {label:<58} {seconds:8.3f}")
     print(f"  {'netlab total (keys with their sockets, judged)':<58} {sum(s for _, s in steps):8.3f}")
 
+
 def by_iterator(host: LocalTarget, map_id: int, pin: str) -> None:
     """The iterator's route: each key handed over with its socket."""
     t_iter, text = timed(lambda: bpf_iter.run("sockmap_sockets.bpf.c", host, map_id=map_id,
@@ -154,9 +156,7 @@ def by_iterator(host: LocalTarget, map_id: int, pin: str) -> None:
     t_parse, found = timed(lambda: sockmap_sockets.parse(text, 11, symbols), repeat=2)
 
     def decode() -> pd.DataFrame:
-        keys = [
-            MapEntry(key=bytes.fromhex(k), value=None, line=i) for i, k in enumerate(found["key_hex"])
-        ]
+        keys = [MapEntry(key=bytes.fromhex(k), value=None, line=i) for i, k in enumerate(found["key_hex"])]
         decoded = decode_sockmap(keys, layout=LAYOUT).drop(columns=["cookie"])
         return pd.concat([decoded, found.drop(columns=["key_hex"]).rename(columns={"family": "sock_family"})],
                          axis=1)  # fmt: skip
@@ -168,12 +168,14 @@ def by_iterator(host: LocalTarget, map_id: int, pin: str) -> None:
     live = int((judged["status"] == "live, matches its key").sum())
     t_dump, dumped = timed(lambda: json.loads(subprocess.run(["bpftool", "-j", "map", "dump", "pinned", pin],
                                                              capture_output=True, check=False).stdout), repeat=1)  # fmt: skip
-    print_steps([
-        ("iterate: sockmap iterator, pin + read + unpin", t_iter),
-        ("parse: iterator lines -> table", t_parse),
-        ("decode: keys with Cilium's sock_key layout, joined", t_decode),
-        ("judge: each entry against its socket and namespace", t_judge),
-    ])
+    print_steps(
+        [
+            ("iterate: sockmap iterator, pin + read + unpin", t_iter),
+            ("parse: iterator lines -> table", t_parse),
+            ("decode: keys with Cilium's sock_key layout, joined", t_decode),
+            ("judge: each entry against its socket and namespace", t_judge),
+        ]
+    )
     print(f"  {'baseline: bpftool -j map dump + json.loads (keys only)':<58} {t_dump:8.3f}"
           f"   ({len(dumped or [])} entries, no socket)")  # fmt: skip
     print(f"  entries judged live: {live} of {len(judged)} ({found['key_hex'].nunique()} distinct keys); "
@@ -192,13 +194,15 @@ def by_tuple(host: LocalTarget, map_id: int, ns: str) -> None:
     t_join, joined = timed(lambda: join_by_tuple(decoded, sockets, owners), repeat=2)
     t_judge, judged = timed(lambda: judge_by_socket(joined, owners), repeat=2)
     live = int((judged["status"] == "live, matches its key").sum())
-    print_steps([
-        ("dump: bpftool -j map dump (keys, ENOSPC per value)", t_dump),
-        ("decode: keys with Cilium's sock_key layout", t_decode),
-        ("sockets: nsenter ss -tine in the namespace, parsed", t_ss),
-        ("join: each key with the socket of its reversed tuple", t_join),
-        ("judge: each entry against its socket and namespace", t_judge),
-    ])
+    print_steps(
+        [
+            ("dump: bpftool -j map dump (keys, ENOSPC per value)", t_dump),
+            ("decode: keys with Cilium's sock_key layout", t_decode),
+            ("sockets: nsenter ss -tine in the namespace, parsed", t_ss),
+            ("join: each key with the socket of its reversed tuple", t_join),
+            ("judge: each entry against its socket and namespace", t_judge),
+        ]
+    )
     print(f"  entries judged live: {live} of {len(judged)}; {len(sockets)} sockets read")
 
 

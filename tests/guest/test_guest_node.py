@@ -101,7 +101,9 @@ def test_a_guest_that_stops_answering_is_replaced_and_its_console_said(
     fresh = guest.up()
     said = capsys.readouterr().err
     assert f"{guest.NAME} at {node.url} stopped answering" in said and last in said
-    assert fresh.pid != node.pid and open_target(fresh.url).run(["uname", "-r"]).stdout.strip() == fresh.kernel
+    assert (
+        fresh.pid != node.pid and open_target(fresh.url).run(["uname", "-r"]).stdout.strip() == fresh.kernel
+    )
 
 
 def _guest_processes() -> list[str]:
