@@ -64,8 +64,8 @@ test: setup
 	$(VENV)/bin/python -m pytest
 
 lint: setup
-	$(VENV)/bin/ruff check netlab tests notebooks
-	$(VENV)/bin/ruff format --check netlab tests notebooks
+	$(VENV)/bin/ruff check netlab tests notebooks bench
+	$(VENV)/bin/ruff format --check netlab tests notebooks bench
 	$(VENV)/bin/mypy
 
 bench: setup
