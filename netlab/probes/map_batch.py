@@ -132,7 +132,7 @@ def _lookup(fd: int, token_in: ctypes.Array | None, token_out: ctypes.Array, key
 
 def _walk_all(fd: int, what: object, ks: int, vs: int, limit: int,
               chunk: int) -> tuple[int, bool, memoryview, memoryview]:  # fmt: skip
-    """The whole map in one walk, ``chunk`` entries per call."""
+    """The whole map in one walk, ``chunk`` entries per call (more for a bucket that holds more)."""
     keys, values, key_base, value_base = _buffers(limit, ks, vs)
     # The kernel's position between calls: a hash map's bucket (4 bytes), an array's key.
     token = ctypes.create_string_buffer(max(ks, 8))
