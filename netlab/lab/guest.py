@@ -126,12 +126,13 @@ def missing() -> str:
     return ""
 
 
-def up(*, timeout: float = BOOT_TIMEOUT) -> Guest:
+def up(*, timeout: float = BOOT_TIMEOUT, patience: float = 60) -> Guest:
     """Boot the guest in the background and wait until ``ssh ... uname -r`` answers with
-    its 6.1 kernel; reuse a running guest that answers. It outlives this process."""
+    its 6.1 kernel; reuse a running guest that answers within ``patience`` seconds. It
+    outlives this process."""
     current = _load()
     if current and _ours(current.pid):
-        problem = _answering(current)
+        problem = _answering(current, patience=patience)
         if not problem:
             return current
         # Replacing it ends whatever ran there (a lab, a trace): say so, with why.

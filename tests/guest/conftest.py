@@ -15,6 +15,10 @@ import pytest
 from netlab.lab import guest
 from tests.conftest import need
 
+# Console lines kept from a guest that stopped answering: a whole stall report (its header,
+# RIP and every CPU's stack) is about 60.
+CONSOLE_LINES = 80
+
 
 @pytest.fixture(scope="session")
 def booted_guest() -> Iterator[guest.Guest]:
@@ -43,4 +47,4 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()
     if report.failed and "booted_guest" in getattr(item, "fixturenames", ()):
         state = guest.status().get("state", "?")
-        report.sections.append(("guest", f"state: {state}\n" + "\n".join(guest.console_tail(40))))
+        report.sections.append(("guest", f"state: {state}\n" + "\n".join(guest.console_tail(CONSOLE_LINES))))

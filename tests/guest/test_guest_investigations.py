@@ -22,6 +22,7 @@ from netlab.lab import guest
 from netlab.report import run as runner
 from netlab.report.notebook import read_evidence
 from netlab.targets import open_target
+from tests.guest.conftest import CONSOLE_LINES
 
 pytestmark = pytest.mark.guest
 
@@ -49,18 +50,18 @@ def labs_on_guest(booted_guest: guest.Guest) -> Iterator[None]:
 
 
 def on_the_guest(check: Callable[[str], None]) -> None:
-    """Run ``check`` with the guest's URL. Should the guest stop answering during it, its
-    console is printed, a new guest booted, and ``check`` run once more there, with a
-    warning. The emulated guest has stalled twice (CPU 0 in virtio-net's receive softirq,
-    from idle; console shown by pytest's guest section), each time with all its tests after
-    failing for it. A check that fails while the guest answers fails."""
+    """Run ``check`` with the guest's URL. Should the guest stop answering during it, a
+    warning carries the end of its console, a new guest is booted, and ``check`` runs once
+    more there. The emulated guest has stalled twice (CPU 0 in virtio-net's receive softirq,
+    from idle), each time failing every test after it. A check that fails while the guest
+    answers fails."""
     try:
         check(guest.up().url)
     except Exception as exc:
         if guest.status()["state"] == "up":
             raise
         # In the warnings summary, so the run's output keeps it when the second run passes.
-        console = "\n  ".join(guest.console_tail(80))
+        console = "\n  ".join(guest.console_tail(CONSOLE_LINES))
         warnings.warn(f"the guest stopped answering ({type(exc).__name__}: {str(exc)[:300]}); run again on a "
                       f"new guest; the old one's console ended:\n  {console}", stacklevel=2)  # fmt: skip
         check(guest.up().url)

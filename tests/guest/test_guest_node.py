@@ -89,16 +89,14 @@ def test_up_reuses_the_running_guest(node: guest.Guest) -> None:
 
 
 def test_a_guest_that_stops_answering_is_replaced_and_its_console_said(
-    node: guest.Guest, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    node: guest.Guest, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A frozen guest (its QEMU stopped) is booted anew, and the end of its console, which
     goes with it, is printed first: the only record of why it hung."""
     last = guest.console_tail(1)[0]
-    answering = guest._answering
-    monkeypatch.setattr(guest, "_answering", lambda current: answering(current, patience=5))
     for pid in guest._qemu_pids():
         os.kill(pid, signal.SIGSTOP)
-    fresh = guest.up()
+    fresh = guest.up(patience=5)
     said = capsys.readouterr().err
     assert f"{guest.NAME} at {node.url} stopped answering" in said and last in said
     assert (
