@@ -189,7 +189,10 @@ def by_tuple(host: LocalTarget, map_id: int, ns: str) -> None:
     t_decode, decoded = timed(lambda: decode_sockmap(keys, layout=LAYOUT), repeat=2)
     path = f"/run/netns/{ns}"
     inode = os.stat(path).st_ino
-    t_ss, sockets = timed(lambda: ss.sockets_in(host, path, []).assign(netns=inode), repeat=2)
+    t_ss, read = timed(lambda: ss.sockets_in(host, path, []), repeat=2)
+    if read is None:
+        raise SystemExit(f"bench: the namespace {ns} went away while it was read")
+    sockets = read.assign(netns=inode)
     owners: dict[int, set[str] | None] = {inode: OWNED}
     t_join, joined = timed(lambda: join_by_tuple(decoded, sockets, owners), repeat=2)
     t_judge, judged = timed(lambda: judge_by_socket(joined, owners), repeat=2)

@@ -5,13 +5,25 @@ A socket's namespace is known to the kernel by its inode (``ns.inum``, what
 ``/run/netns`` or a process inside it, and reads its addresses with ``ip -j addr``
 there. A namespace with no path at all is one no process and no name refers to: kept
 alive only by what is inside it, such as a deleted pod's leaked sockets.
+
+Namespaces come and go while an investigation reads them (a pod deleted, the process
+whose ``/proc`` path was listed exits): a read that finds its namespace gone says so
+(None) rather than failing, and :func:`each` looks such a namespace up once more.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+from netlab import params
 from netlab.capability import Mechanism, command
 from netlab.collectors.counters import IP
+from netlab.errors import NetlabError
 from netlab.targets import Target
+
+T = TypeVar("T")
 
 NSENTER = command("nsenter", ["nsenter", "--version"], "nsenter (util-linux) is missing")
 # Constant script (no parameter reaches it): the globs need a shell.
@@ -28,9 +40,43 @@ def paths(target: Target) -> dict[int, str]:
     return found
 
 
-def addresses(target: Target, path: str) -> set[str]:
-    """The addresses configured in the namespace at ``path``."""
-    data = target.host().run_json(["nsenter", f"--net={path}", "ip", "-j", "addr", "show"]) or []
+def enter(target: Target, path: str, argv: Sequence[str]) -> str | None:
+    """What ``argv`` prints run inside the namespace at ``path`` on the node, or None when
+    that namespace is gone by then (its path no longer exists)."""
+    host = target.host()
+    command = ["nsenter", f"--net={params.path(path, 'netns path')}", *argv]
+    result = host.run(command, check=False)
+    if result.ok:
+        return result.stdout
+    if not host.exists(path):
+        return None
+    return host.run(command).stdout  # failed for another reason: its own error, or a second try's output
+
+
+def each(target: Target, where: Mapping[int, str], read: Callable[[str], T | None]) -> dict[int, T | None]:
+    """``read(path)`` for each namespace inode in ``where`` (inode -> path; None where
+    ``read`` found the namespace gone). One gone is looked up once more by inode, since
+    another process may still hold it; None then means no process and no name refers to
+    it any more."""
+    found = {n: read(path) for n, path in where.items()}
+    gone = [n for n, got in found.items() if got is None]
+    now = paths(target) if gone else {}
+    for n in gone:
+        if n in now and now[n] != where[n]:
+            found[n] = read(now[n])
+    return found
+
+
+def addresses(target: Target, path: str) -> set[str] | None:
+    """The addresses configured in the namespace at ``path`` (None: it is gone)."""
+    out = enter(target, path, ["ip", "-j", "addr", "show"])
+    if out is None:
+        return None
+    try:
+        data = json.loads(out) if out.strip() else []
+    except json.JSONDecodeError as exc:
+        raise NetlabError(f"{target.host().url}: `ip -j addr show` in {path} printed invalid JSON "
+                          f"at line {exc.lineno}") from None  # fmt: skip
     return {a["local"] for link in data for a in link.get("addr_info", []) if "local" in a}
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from netlab import params
 from netlab.capability import Mechanism, command
+from netlab.collectors import netns
 from netlab.decoders.damage import Damage, strict
 from netlab.decoders.paste import command_of, is_elision
 from netlab.errors import DecodeError
@@ -183,13 +184,16 @@ def sockets(target: Target, *, peer: str | None = None, peer_port: int | None = 
     return parse(target.run(argv).stdout)
 
 
-def sockets_in(target: Target, path: str, local_ports: list[int]) -> pd.DataFrame:
+def sockets_in(target: Target, path: str, local_ports: list[int]) -> pd.DataFrame | None:
     """TCP sockets with one of ``local_ports`` in the namespace at ``path`` on the node
-    (a /run/netns name or /proc/PID/ns/net), read there by sock_diag."""
+    (a /run/netns name or /proc/PID/ns/net), read there by sock_diag; None when that
+    namespace is gone by the time it is read."""
     ports = sorted({params.port(p, "local_ports") for p in local_ports})
     condition = " or ".join(f"sport = :{p}" for p in ports)
-    argv = ["nsenter", f"--net={params.path(path, 'netns path')}", "ss", "-tine", "state", "all"]
-    return parse(target.host().run([*argv, *(["(", *condition.split(), ")"] if ports else [])]).stdout)
+    out = netns.enter(
+        target, path, ["ss", "-tine", "state", "all", *(["(", *condition.split(), ")"] if ports else [])]
+    )
+    return None if out is None else parse(out)
 
 
 # --- capability and mechanism ----------------------------------------------------------

@@ -544,7 +544,10 @@ class StuckTcp(Investigation):
         mine = entries[entries["local"] == self.pod_ip]["netns"].tolist()
         wanted = list(dict.fromkeys([int(n) for n in mine + entries["netns"].tolist()]))[:NAMESPACES_CHECKED]
         paths = netns.paths(host)
-        return {n: netns.addresses(host, paths[n]) if n in paths else None for n in wanted}
+        read = netns.each(
+            host, {n: paths[n] for n in wanted if n in paths}, lambda path: netns.addresses(host, path)
+        )
+        return {n: read.get(n) for n in wanted}
 
     def _judged(self) -> pd.DataFrame:
         """Each entry with its status (cached; evidence is recorded by :meth:`stale_entries`)."""
@@ -588,10 +591,18 @@ class StuckTcp(Investigation):
         wanted = list(paths)[:NAMESPACES_CHECKED]
         ports = sorted({int(p) for p in entries["dport"]})
         keep = ["state", "local", "local_port", "peer", "peer_port", "inode"]
-        rows = [{**r, "netns": n} for n in wanted
-                for r in ss.sockets_in(host, paths[n], ports if len(ports) <= 64 else [])[keep].to_dict("records")]  # fmt: skip
+        local_ports = ports if len(ports) <= 64 else []
+
+        def read(path: str) -> tuple[pd.DataFrame, set[str]] | None:
+            tcp = ss.sockets_in(host, path, local_ports)
+            addresses = netns.addresses(host, path) if tcp is not None else None
+            return None if tcp is None or addresses is None else (tcp, addresses)
+
+        found = netns.each(host, {n: paths[n] for n in wanted}, read)
+        rows = [{**r, "netns": n} for n, got in found.items() if got for r in got[0][keep].to_dict("records")]
         sockets = pd.DataFrame(rows, columns=[*keep, "netns"])
-        owners: dict[int, set[str] | None] = {n: netns.addresses(host, paths[n]) for n in wanted}
+        # A namespace gone while read (None) held no socket any more that a path reaches.
+        owners: dict[int, set[str] | None] = {n: got[1] if got else None for n, got in found.items()}
         joined = join_by_tuple(entries, sockets, owners)
         every = len(wanted) == len(paths)
         pod_netns = netns.inode(self.pod) if self.pod is not None else None
@@ -603,7 +614,9 @@ class StuckTcp(Investigation):
         frame.loc[gone, "socket"] = ("no reachable namespace has a socket of its tuple: closed, or kept in a "
                                      "namespace nothing refers to (a deleted pod's)")  # fmt: skip
         frame["stale"] = frame["status"].isin(STALE)
-        self.used("stale entries", f"{BY_TUPLE.name}: {len(wanted)} of {len(paths)} namespaces read "
+        vanished = sum(got is None for got in found.values())
+        gone_text = f", {vanished} gone while read" if vanished else ""
+        self.used("stale entries", f"{BY_TUPLE.name}: {len(wanted)} of {len(paths)} namespaces read{gone_text} "
                                    "(the sockmap iterator did not run and this map's values are not cookies)")  # fmt: skip
         return frame
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from netlab import lab
+from netlab import lab, naming
 from netlab.cli import main
+from netlab.collectors import netns
 from netlab.probes import bpf_iter
 from netlab.targets import NetnsTarget
 from tests.kernel.labtools import investigate, leftovers, scenario
@@ -135,5 +137,33 @@ def test_without_the_sockmap_iterator_keys_are_joined_by_tuple(monkeypatch: pyte
     assert findings.mechanisms["sockmap dump"].startswith("bpftool -j map dump id ")
     assert findings.mechanisms["stale entries"].startswith("each key joined by its 5-tuple")
     assert "(its namespace no longer has the address" in findings.summary
+    assert "8 of 12 entries are stale" in findings.summary
+    assert leftovers() == []
+
+
+def test_a_namespace_that_goes_away_while_the_keys_are_joined_is_read_as_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pod deleted between the listing of the node's namespaces and their reading (the
+    demo's other labs going down met this): the run goes on, says how many went away,
+    and names the same stale entries."""
+    monkeypatch.setenv("NETLAB_MASK", "bpf_iter")
+    extra = f"{naming.PREFIX}-stk-gone"
+    listed = netns.paths
+
+    def listed_then_deleted(target):  # type: ignore[no-untyped-def]
+        found = listed(target)
+        subprocess.run(["ip", "netns", "delete", extra], capture_output=True, check=False)
+        return found
+
+    subprocess.run(["ip", "netns", "add", extra], check=True)
+    try:
+        with scenario(NAME):
+            monkeypatch.setattr(netns, "paths", listed_then_deleted)
+            findings = investigate("stuck-tcp", NAME, healthy=False)
+    finally:
+        subprocess.run(["ip", "netns", "delete", extra], capture_output=True, check=False)
+    assert findings.verdict == "stale-sockmap-entry", findings.summary
+    assert " gone while read" in findings.mechanisms["stale entries"]
     assert "8 of 12 entries are stale" in findings.summary
     assert leftovers() == []
