@@ -54,6 +54,12 @@ def maps(target: Target) -> pd.DataFrame:
     return maps_from_json(target.host().run_json(["bpftool", "-j", "-f", "map", "show"]) or [])[_MAPS]
 
 
+# bpftool walks the tree, then queries each cgroup; one removed in between (a pod gone)
+# ends the walk with ENOENT: 82 of 4065 walks here while a cgroup was made and removed
+# in a loop. Such a walk is repeated, up to this many in all.
+TREE_TRIES = 5
+
+
 def cgroup_attachments(target: Target, root: str) -> pd.DataFrame:
     """Programs attached to every cgroup under ``root``, per hook in run order.
 
@@ -62,7 +68,22 @@ def cgroup_attachments(target: Target, root: str) -> pd.DataFrame:
     first to last (FIFO), so ``position`` 1 runs first.
     """
 
-    groups = target.host().run_json(["bpftool", "-j", "cgroup", "tree", root]) or []
+    host = target.host()
+    argv = ["bpftool", "-j", "cgroup", "tree", root]
+    for _ in range(TREE_TRIES):
+        result = host.run(argv, check=False)
+        churn = not result.ok and "No such file or directory" in result.brief_error() and host.exists(root)
+        if not churn:
+            break
+    if not result.ok:
+        raise NetlabError(f"{host.url}: `bpftool cgroup tree {root}` failed: {result.brief_error()}",
+                          f"cgroups under it kept going away during {TREE_TRIES} walks; try again" if churn else None)  # fmt: skip
+    try:
+        groups = json.loads(result.stdout) if result.stdout.strip() else []
+    except json.JSONDecodeError as exc:
+        raise NetlabError(
+            f"{host.url}: `bpftool cgroup tree {root}` printed invalid JSON at line {exc.lineno}"
+        ) from None
     return cgroups_from_json(groups)[_ATTACHMENTS]
 
 

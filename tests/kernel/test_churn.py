@@ -1,19 +1,20 @@
-"""Namespaces that go away while netlab reads them, on the real kernel: a pod deleted
-mid-investigation, or the process whose /proc path was listed exiting. (The demo met
-this: stuck-tcp's keys-only route listed the namespaces of a lab that another lab's
-teardown removed a moment later, and stopped on nsenter's error.)"""
+"""A node that changes while netlab reads it, on the real kernel: namespaces and cgroups
+that go away mid-read (a pod deleted, the process whose /proc path was listed exiting).
+The demo met the first: stuck-tcp's keys-only route listed the namespaces of a lab
+that another lab's teardown removed a moment later, and stopped on nsenter's error."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from netlab import naming
-from netlab.collectors import netns, ss
+from netlab.collectors import bpf_objects, netns, ss
 from netlab.errors import NetlabError
 from netlab.targets import LocalTarget
 from tests.kernel.labtools import leftovers
@@ -76,3 +77,37 @@ def _inside(pid: int, inode: int) -> bool:
 def test_a_path_that_is_there_but_no_namespace_still_fails_with_the_command_error() -> None:
     with pytest.raises(NetlabError, match="nsenter"):
         netns.addresses(LocalTarget(), "/etc/hostname")
+
+
+def test_cgroups_that_come_and_go_do_not_end_the_walk_of_the_tree() -> None:
+    """bpftool stops its walk at a cgroup removed after it was listed (about 2 in 100
+    walks while a cgroup is made and removed in a loop here): netlab walks again."""
+    root = f"/sys/fs/cgroup/unified/{naming.PREFIX}-churn"
+    os.makedirs(root, exist_ok=True)
+    stop = threading.Event()
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            path = f"{root}/c{i % 8}"
+            os.mkdir(path)
+            os.rmdir(path)
+            i += 1
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        walks = [bpf_objects.cgroup_attachments(LocalTarget(), root) for _ in range(400)]
+    finally:
+        stop.set()
+        worker.join()
+        os.rmdir(root)
+    assert all(w.empty for w in walks)
+    assert leftovers() == []
+
+
+def test_a_cgroup_root_that_is_not_there_fails_at_once_naming_it() -> None:
+    with pytest.raises(
+        NetlabError, match=f"cgroup tree /sys/fs/cgroup/unified/{naming.PREFIX}-absent` failed"
+    ):
+        bpf_objects.cgroup_attachments(LocalTarget(), f"/sys/fs/cgroup/unified/{naming.PREFIX}-absent")
