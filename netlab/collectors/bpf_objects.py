@@ -76,14 +76,11 @@ def cgroup_attachments(target: Target, root: str) -> pd.DataFrame:
         if not churn:
             break
     if not result.ok:
-        raise NetlabError(f"{host.url}: `bpftool cgroup tree {root}` failed: {result.brief_error()}",
-                          f"cgroups under it kept going away during {TREE_TRIES} walks; try again" if churn else None)  # fmt: skip
-    try:
-        groups = json.loads(result.stdout) if result.stdout.strip() else []
-    except json.JSONDecodeError as exc:
-        raise NetlabError(
-            f"{host.url}: `bpftool cgroup tree {root}` printed invalid JSON at line {exc.lineno}"
-        ) from None
+        error = host.failure(result)
+        if churn:
+            error.remedy = f"cgroups under it kept going away during {TREE_TRIES} walks; try again"
+        raise error
+    groups = host.parse_json(result) or []
     return cgroups_from_json(groups)[_ATTACHMENTS]
 
 

@@ -13,15 +13,13 @@ whose ``/proc`` path was listed exits): a read that finds its namespace gone say
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from netlab import params
 from netlab.capability import Mechanism, command
 from netlab.collectors.counters import IP
-from netlab.errors import NetlabError
-from netlab.targets import Target
+from netlab.targets import CommandResult, Target
 
 T = TypeVar("T")
 
@@ -40,17 +38,16 @@ def paths(target: Target) -> dict[int, str]:
     return found
 
 
-def enter(target: Target, path: str, argv: Sequence[str]) -> str | None:
-    """What ``argv`` prints run inside the namespace at ``path`` on the node, or None when
-    that namespace is gone by then (its path no longer exists)."""
+def enter(target: Target, path: str, argv: Sequence[str]) -> CommandResult | None:
+    """``argv`` run inside the namespace at ``path`` on the node, or None when that
+    namespace is gone by then (its path no longer exists)."""
     host = target.host()
-    command = ["nsenter", f"--net={params.path(path, 'netns path')}", *argv]
-    result = host.run(command, check=False)
+    result = host.run(["nsenter", f"--net={params.path(path, 'netns path')}", *argv], check=False)
     if result.ok:
-        return result.stdout
+        return result
     if not host.exists(path):
         return None
-    return host.run(command).stdout  # failed for another reason: its own error, or a second try's output
+    raise host.failure(result)
 
 
 def each(target: Target, where: Mapping[int, str], read: Callable[[str], T | None]) -> dict[int, T | None]:
@@ -69,14 +66,10 @@ def each(target: Target, where: Mapping[int, str], read: Callable[[str], T | Non
 
 def addresses(target: Target, path: str) -> set[str] | None:
     """The addresses configured in the namespace at ``path`` (None: it is gone)."""
-    out = enter(target, path, ["ip", "-j", "addr", "show"])
-    if out is None:
+    result = enter(target, path, ["ip", "-j", "addr", "show"])
+    if result is None:
         return None
-    try:
-        data = json.loads(out) if out.strip() else []
-    except json.JSONDecodeError as exc:
-        raise NetlabError(f"{target.host().url}: `ip -j addr show` in {path} printed invalid JSON "
-                          f"at line {exc.lineno}") from None  # fmt: skip
+    data = target.host().parse_json(result) or []
     return {a["local"] for link in data for a in link.get("addr_info", []) if "local" in a}
 
 

@@ -190,10 +190,10 @@ def sockets_in(target: Target, path: str, local_ports: list[int]) -> pd.DataFram
     namespace is gone by the time it is read."""
     ports = sorted({params.port(p, "local_ports") for p in local_ports})
     condition = " or ".join(f"sport = :{p}" for p in ports)
-    out = netns.enter(
+    result = netns.enter(
         target, path, ["ss", "-tine", "state", "all", *(["(", *condition.split(), ")"] if ports else [])]
     )
-    return None if out is None else parse(out)
+    return None if result is None else parse(result.stdout)
 
 
 # --- capability and mechanism ----------------------------------------------------------

@@ -104,12 +104,17 @@ class Target(ABC):
         if result.returncode == 124 and self.wraps_timeout:
             raise NetlabError(f"{self.url}: `{shlex.join(argv)}` did not finish within {timeout:g} s")
         if check and not result.ok:
-            if result.returncode == 127:
-                raise NetlabError(
-                    f"{self.url}: command {argv[0]!r} not found", "install it or run `make setup`"
-                )
-            raise NetlabError(f"{self.url}: `{shlex.join(argv)}` failed: {result.brief_error()}")
+            raise self.failure(result)
         return result
+
+    def failure(self, result: CommandResult) -> NetlabError:
+        """The error for a command that failed: what :meth:`run` raises with ``check``,
+        for callers that looked at the result first."""
+        if result.returncode == 127:
+            return NetlabError(
+                f"{self.url}: command {result.argv[0]!r} not found", "install it or run `make setup`"
+            )
+        return NetlabError(f"{self.url}: `{shlex.join(result.argv)}` failed: {result.brief_error()}")
 
     wraps_timeout: bool = False
 
@@ -167,12 +172,15 @@ class Target(ABC):
 
     def run_json(self, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> Any:
         """Run a command that prints JSON (bpftool -j, ip -j, nft -j) and parse it."""
-        out = self.run(argv, timeout=timeout).stdout
+        return self.parse_json(self.run(argv, timeout=timeout))
+
+    def parse_json(self, result: CommandResult) -> Any:
+        """A successful command's JSON output (None when it printed nothing)."""
         try:
-            return json.loads(out) if out.strip() else None
+            return json.loads(result.stdout) if result.stdout.strip() else None
         except json.JSONDecodeError as exc:
             raise NetlabError(
-                f"{self.url}: `{shlex.join(argv)}` printed invalid JSON at line {exc.lineno}"
+                f"{self.url}: `{shlex.join(result.argv)}` printed invalid JSON at line {exc.lineno}"
             ) from None
 
     def __repr__(self) -> str:

@@ -52,9 +52,9 @@ def labs_on_guest(booted_guest: guest.Guest) -> Iterator[None]:
 def on_the_guest(check: Callable[[str], None]) -> None:
     """Run ``check`` with the guest's URL. Should the guest stop answering during it, a
     warning carries the end of its console, a new guest is booted, and ``check`` runs once
-    more there. The emulated guest has stalled twice (CPU 0 in virtio-net's receive softirq,
-    from idle), each time failing every test after it. A check that fails while the guest
-    answers fails."""
+    more there. The emulated guest stalls now and then (once with CPU 0 in virtio-net's
+    receive softirq), which failed every test after it. A check that fails while the
+    guest answers fails."""
     try:
         check(guest.up().url)
     except Exception as exc:
