@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1k,64k,1M")
     parser.add_argument("--repeat", type=int, default=5, help="runs per route (half as many at 1M)")
     parser.add_argument("--show-runs", action="store_true", help="print every run's seconds")
+    parser.add_argument("--maps", type=int, default=5, help="fresh maps the 64k goal is measured on")
     args = parser.parse_args()
     if args.route:
         print(json.dumps(route(args.route, args.pin, args.dump_file)))
@@ -118,50 +119,78 @@ def main() -> None:
         keys[: n // 100, :4] = [10, 96, 0, 10]
         keys[:, 4:8] = np.arange(n, dtype=np.uint32).view(np.uint8).reshape(n, 4)
         values = rng.integers(0, 256, (n, 12), dtype=np.uint8)
-        with (
-            pinned_map(f"lb4_{label}", 12, 12, n, "cilium_lb4_serv") as pin,
-            tempfile.NamedTemporaryFile("w", suffix=".txt") as dump,
-        ):
-            fill(pin, keys, values)
-            if n <= 65_536:
-                dump.write(
-                    subprocess.run(
-                        ["bpftool", "map", "dump", "pinned", pin], capture_output=True, text=True
-                    ).stdout
+        routes = [name for name in ("bpftool", "naive", "shell", "lookup", "netlab", "file")
+                  if not (name == "bpftool" and n > 65_536 and not args.full)
+                  and not (name == "file" and n > 65_536)]  # fmt: skip
+        repeat = args.repeat if n <= 65_536 else max(1, args.repeat // 2)
+        results = timed_map(label, keys, values, routes, repeat, args.show_runs)
+        for name, r in results.items():
+            vs_json = results["bpftool"]["seconds"] / r["seconds"] if "bpftool" in results else float("nan")
+            vs_naive = results["naive"]["seconds"] / r["seconds"]
+            print(
+                f"{label:>5} {name:>8} {r['seconds']:9.3f} {r['peak_mb'] - baseline_rss:8.0f} {vs_json:13.1f} {vs_naive:11.1f}"
+            )
+        raw_mb = n * 24 / 1e6
+        peak = results["netlab"]["peak_mb"] - baseline_rss
+        # The goals (issue #20) are for 1M entries, and against bpftool at 64k.
+        big, mid = label == "1M", label == "64k"
+        print(f"{label:>5} netlab total / batch lookup alone: {results['netlab']['seconds']:.3f} / "
+              f"{results['lookup']['seconds']:.3f} s = {results['netlab']['seconds'] / results['lookup']['seconds']:.2f}"
+              f"{' (goal <= 1.3)' if big else ''}; peak {peak:.0f} MB for {raw_mb:.1f} MB of map bytes"
+              f" = {peak / raw_mb:.1f}x{' (goal <= 3)' if big else ''}")  # fmt: skip
+        if "bpftool" not in results:
+            continue
+        ratios = [results["bpftool"]["seconds"] / results["netlab"]["seconds"]]
+        if mid and args.maps > 1:
+            # The kernel's walk of one map costs what that map's allocation makes it (where
+            # its elements landed, its hash seed): 11 to 26 ms at 64k here, steady for one
+            # map. So the goal's figure is the median over fresh maps, each shown.
+            print(f"{label:>5} the same entries in {args.maps - 1} more maps, each freshly created (its own "
+                  f"allocation and hash seed), {repeat} runs each:")  # fmt: skip
+            print(f"{'':>5} {'map':>8} {'lookup':>9} {'netlab':>8} {'bpftool':>8} {'x':>5}")
+            first = results
+            for i in range(1, args.maps):
+                r = timed_map(
+                    f"{label}_{i}", keys, values, ["bpftool", "lookup", "netlab"], repeat, args.show_runs
                 )
-                dump.flush()
-            routes = [name for name in ("bpftool", "naive", "shell", "lookup", "netlab", "file")
-                      if not (name == "bpftool" and n > 65_536 and not args.full)
-                      and not (name == "file" and n > 65_536)]  # fmt: skip
-            # Each route in a fresh process, the routes interleaved, the median of the runs:
-            # one run moves by a third between runs here (bpftool, and a cold first walk).
-            runs: dict[str, list[dict[str, float]]] = {name: [] for name in routes}
-            for _ in range(args.repeat if n <= 65_536 else max(1, args.repeat // 2)):
-                for name in routes:
-                    runs[name].append(measure(name, pin, dump.name))
-            results = {name: median_run(r) for name, r in runs.items()}
-            if args.show_runs:
-                print({k: [round(x["seconds"], 4) for x in v] for k, v in runs.items()})
-            for name, r in results.items():
-                vs_json = (
-                    results["bpftool"]["seconds"] / r["seconds"] if "bpftool" in results else float("nan")
-                )
-                vs_naive = results["naive"]["seconds"] / r["seconds"]
-                print(
-                    f"{label:>5} {name:>8} {r['seconds']:9.3f} {r['peak_mb'] - baseline_rss:8.0f} {vs_json:13.1f} {vs_naive:11.1f}"
-                )
-            raw_mb = n * 24 / 1e6
-            peak = results["netlab"]["peak_mb"] - baseline_rss
-            # The goals (issue #20) are for 1M entries, and against bpftool at 64k.
-            big, mid = label == "1M", label == "64k"
-            print(f"{label:>5} netlab total / batch lookup alone: {results['netlab']['seconds']:.3f} / "
-                  f"{results['lookup']['seconds']:.3f} s = {results['netlab']['seconds'] / results['lookup']['seconds']:.2f}"
-                  f"{' (goal <= 1.3)' if big else ''}; peak {peak:.0f} MB for {raw_mb:.1f} MB of map bytes"
-                  f" = {peak / raw_mb:.1f}x{' (goal <= 3)' if big else ''}")  # fmt: skip
-            if "bpftool" in results:
-                print(f"{label:>5} netlab vs bpftool JSON: "
-                      f"{results['bpftool']['seconds'] / results['netlab']['seconds']:.0f}x"
-                      f"{' (goal >= 40)' if mid else ''}")  # fmt: skip
+                ratios.append(r["bpftool"]["seconds"] / r["netlab"]["seconds"])
+                print(f"{'':>5} {i + 1:>8} {r['lookup']['seconds']:9.3f} {r['netlab']['seconds']:8.3f} "
+                      f"{r['bpftool']['seconds']:8.3f} {ratios[-1]:5.0f}")  # fmt: skip
+            print(f"{'':>5} {1:>8} {first['lookup']['seconds']:9.3f} {first['netlab']['seconds']:8.3f} "
+                  f"{first['bpftool']['seconds']:8.3f} {ratios[0]:5.0f}  (the table above)")  # fmt: skip
+        spread = (
+            f", median of {len(ratios)} maps ({min(ratios):.0f}x to {max(ratios):.0f}x)"
+            if len(ratios) > 1
+            else ""
+        )
+        print(f"{label:>5} netlab vs bpftool JSON: {float(np.median(ratios)):.0f}x{spread}"
+              f"{' (goal >= 40)' if mid else ''}")  # fmt: skip
+
+
+def timed_map(name: str, keys: np.ndarray, values: np.ndarray, routes: list[str], repeat: int,
+              show_runs: bool) -> dict[str, dict[str, float]]:  # fmt: skip
+    """A fresh pinned map filled with the entries, each route run ``repeat`` times on it."""
+    with (
+        pinned_map(f"lb4_{name}", 12, 12, len(keys), "cilium_lb4_serv") as pin,
+        tempfile.NamedTemporaryFile("w", suffix=".txt") as dump,
+    ):
+        fill(pin, keys, values)
+        if "file" in routes:
+            dump.write(
+                subprocess.run(
+                    ["bpftool", "map", "dump", "pinned", pin], capture_output=True, text=True
+                ).stdout
+            )
+            dump.flush()
+        # Each route in a fresh process, the routes interleaved, the median of the runs:
+        # one run moves by a third between runs here (bpftool, and a cold first walk).
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in routes}
+        for _ in range(repeat):
+            for route_name in routes:
+                runs[route_name].append(measure(route_name, pin, dump.name))
+        if show_runs:
+            print({k: [round(x["seconds"], 4) for x in v] for k, v in runs.items()})
+        return {route_name: median_run(r) for route_name, r in runs.items()}
 
 
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:

@@ -283,6 +283,10 @@ def _drop_overrun(r: _Range, later: list[_Range]) -> None:
     _, after, row, got = r.calls[-1]  # every walk makes at least one call
     if after <= r.end or not got:
         return
+    shared = _shared_rows(r, row, got, later[0])
+    if shared is not None:
+        r.count = row + got - shared
+        return
     seen: set[bytes] = set()
     for other in later:
         for first_bucket, _, other_row, other_got in other.calls:
@@ -299,6 +303,25 @@ def _drop_overrun(r: _Range, later: list[_Range]) -> None:
             r.keys[to * r.ks : (to + 1) * r.ks] = r.keys[i * r.ks : (i + 1) * r.ks]
             r.values[to * r.vs : (to + 1) * r.vs] = r.values[i * r.vs : (i + 1) * r.vs]
     r.count = row + len(kept)
+
+
+def _shared_rows(r: _Range, row: int, got: int, nxt: _Range) -> int | None:
+    """How many rows at the end of ``r``'s last call are ``nxt``'s first rows, byte for
+    byte; None where that is not how they meet. The kernel walks buckets in order, so on a
+    map that holds still the buckets both read are the end of one and the start of the
+    other: a comparison of the two runs of bytes, where looking up each of the last call's
+    keys (thousands, when one call read most of a range) cost more than the walk saved."""
+    if not nxt.count:
+        return None
+    ks, first = r.ks, nxt.key(0)
+    start, end = row * ks, (row + got) * ks
+    at = r.keys.find(first, start, end)
+    while at >= 0 and (at - start) % ks:
+        at = r.keys.find(first, at + 1, end)
+    shared = (end - at) // ks
+    if at < 0 or shared > nxt.count or r.keys[at:end] != nxt.keys[: shared * ks]:
+        return None
+    return shared
 
 
 if __name__ == "__main__":
