@@ -142,9 +142,9 @@ def main() -> None:
             continue
         ratios = [results["bpftool"]["seconds"] / results["netlab"]["seconds"]]
         if mid and args.maps > 1:
-            # The kernel's walk of one map costs what that map's allocation makes it (where
-            # its elements landed, its hash seed): 11 to 26 ms at 64k here, steady for one
-            # map. So the goal's figure is the median over fresh maps, each shown.
+            # Where the entries fall in the buckets follows each map's hash seed, and one
+            # map's figure once hid a cost a third of the maps paid (bench/README, section
+            # 1). So the goal's figure is the median over fresh maps, each shown.
             print(f"{label:>5} the same entries in {args.maps - 1} more maps, each freshly created (its own "
                   f"allocation and hash seed), {repeat} runs each:")  # fmt: skip
             print(f"{'':>5} {'map':>8} {'lookup':>9} {'netlab':>8} {'bpftool':>8} {'x':>5}")
