@@ -42,6 +42,7 @@ from typing import Any
 
 from netlab import naming, procfs
 from netlab.errors import NetlabError
+from netlab.lab import guest_cpus
 from netlab.lab.ready import wait_for
 
 NAME = f"{naming.PREFIX}_guest"
@@ -60,6 +61,8 @@ BOOT_TIMEOUT = 180.0
 # Not named with the prefix: it is the guest's own plumbing, not something a run leaves.
 GUEST_NODE_DIR = "/run/guest-node"
 USER = "root"
+# In the state directory: QEMU's human monitor, and the guest kernel's function addresses.
+MONITOR, SYMBOLS = "monitor.sock", "kallsyms"
 # virtme-ng builds a shell command from its arguments without quoting them.
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_+/.-]+")
 
@@ -138,7 +141,8 @@ def up(*, timeout: float = BOOT_TIMEOUT, patience: float = 60) -> Guest:
         # Replacing it ends whatever ran there (a lab, a trace): say so, with why.
         # Its console is removed with it: this is the last chance to say what it showed.
         print(f"netlab: guest {NAME} at {current.url} stopped answering ({problem}); booting a new one;"
-              " its console ended:", *console_tail(20), sep="\n  ", file=sys.stderr)  # fmt: skip
+              " its console ended:", *console_tail(20), "where its CPUs were:", *where_stuck(),
+              sep="\n  ", file=sys.stderr)  # fmt: skip
     if current or _qemu_pids() or state_dir().exists():
         down()  # a guest that does not answer, or leftovers of one
     reason = missing()
@@ -178,6 +182,7 @@ def up(*, timeout: float = BOOT_TIMEOUT, patience: float = 60) -> Guest:
             raise NetlabError(f"{exc.message}; console: {console}") from None
         raise
     guest = replace(guest, boot_seconds=round(time.monotonic() - started, 1))
+    _save_symbols(guest)
     _save(guest)
     return guest
 
@@ -286,10 +291,12 @@ def _launch(directory: Path, kernel: str, port: int) -> subprocess.Popen[bytes]:
     """Start virtme-ng detached: its own session, no terminal."""
     vng = _vng() or "vng"
     qemu_opts = [
-        f"-name {NAME},process={NAME}",
+        # debug-threads: each vCPU's host thread is named ("CPU 0/TCG"), for where_stuck.
+        f"-name {NAME},process={NAME},debug-threads=on",
         f"-accel tcg,tb-size={TB_CACHE_MIB}",
         f"-netdev user,id={NAME},restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
         f"-device virtio-net-pci,netdev={NAME}",
+        *guest_cpus.monitor_args(directory / MONITOR),
     ]
     argv = [
         vng, "--run", f"/boot/vmlinuz-{kernel}",
@@ -324,10 +331,34 @@ def _answering(guest: Guest, *, patience: float = 60) -> str:
         time.sleep(2)
 
 
+def _ssh(guest: Guest, *command: str) -> list[str]:
+    return ["ssh", "-F", guest.ssh_config, "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+            "-o", "LogLevel=ERROR", "-p", str(guest.port), f"{USER}@127.0.0.1", "--", *command]  # fmt: skip
+
+
+def _save_symbols(guest: Guest) -> None:
+    """The guest kernel's function addresses, as it runs them (KASLR moves them; Debian's
+    /boot/System.map is a stub), read once at boot for where_stuck: 2 MB, a second."""
+    argv = _ssh(guest, "awk", "'$2 ~ /^[tTwW]$/ {print $1, $3}'", "/proc/kallsyms")
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        out = subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+        ).stdout
+        (state_dir() / SYMBOLS).write_text(out)
+
+
+def where_stuck() -> list[str]:
+    """For a guest that stopped answering: each vCPU's host CPU use and the kernel
+    functions it is in, read from QEMU (see :mod:`netlab.lab.guest_cpus`)."""
+    qemu = _qemu_pids()
+    if not qemu:
+        return ["no guest QEMU process"]
+    return guest_cpus.report(qemu[0], state_dir() / MONITOR, state_dir() / SYMBOLS)
+
+
 def _problem(guest: Guest) -> str:
     """What keeps the guest from answering over ssh ("" when it answers with its kernel)."""
-    argv = ["ssh", "-F", guest.ssh_config, "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-            "-o", "LogLevel=ERROR", "-p", str(guest.port), f"{USER}@127.0.0.1", "--", "uname", "-r"]  # fmt: skip
+    argv = _ssh(guest, "uname", "-r")
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:

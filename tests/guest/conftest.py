@@ -47,4 +47,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()
     if report.failed and "booted_guest" in getattr(item, "fixturenames", ()):
         state = guest.status().get("state", "?")
-        report.sections.append(("guest", f"state: {state}\n" + "\n".join(guest.console_tail(CONSOLE_LINES))))
+        cpus = [] if state == "up" else ["where its CPUs were:", *guest.where_stuck()]
+        report.sections.append(
+            ("guest", f"state: {state}\n" + "\n".join([*guest.console_tail(CONSOLE_LINES), *cpus]))
+        )

@@ -62,8 +62,10 @@ def on_the_guest(check: Callable[[str], None]) -> None:
             raise
         # In the warnings summary, so the run's output keeps it when the second run passes.
         console = "\n  ".join(guest.console_tail(CONSOLE_LINES))
+        cpus = "\n  ".join(guest.where_stuck())
         warnings.warn(f"the guest stopped answering ({type(exc).__name__}: {str(exc)[:300]}); run again on a "
-                      f"new guest; the old one's console ended:\n  {console}", stacklevel=2)  # fmt: skip
+                      f"new guest; the old one's console ended:\n  {console}\nwhere its CPUs were:\n  {cpus}",
+                      stacklevel=2)  # fmt: skip
         check(guest.up().url)
 
 

@@ -99,9 +99,26 @@ def test_a_guest_that_stops_answering_is_replaced_and_its_console_said(
     fresh = guest.up(patience=5)
     said = capsys.readouterr().err
     assert f"{guest.NAME} at {node.url} stopped answering" in said and last in said
+    # A stopped QEMU neither runs nor answers its monitor, and the report says both.
+    assert re.search(r"vCPU thread 'CPU 0/TCG': 0% of a host CPU; in no instruction pointer read", said), said
+    assert "QEMU monitor" in said
     assert (
         fresh.pid != node.pid and open_target(fresh.url).run(["uname", "-r"]).stdout.strip() == fresh.kernel
     )
+
+
+def test_where_the_guests_cpus_are_is_read_from_qemu(node: guest.Guest) -> None:
+    """Each vCPU's host thread and the kernel function its instruction pointer is in (an
+    idle guest halts in its idle loop): the guest's own symbols, read while it answered."""
+    kallsyms = open_target(node.url).read_text("/proc/kallsyms").splitlines()
+    functions = {line.split()[2] for line in kallsyms if line.split()[1] in ("t", "T", "w", "W")}
+    lines = guest.where_stuck()
+    assert len(lines) == guest.CPUS, lines
+    for cpu, line in enumerate(lines):
+        found = re.fullmatch(rf"vCPU thread 'CPU {cpu}/TCG': \d+% of a host CPU; in (.+)", line)
+        assert found, line
+        seen = [re.fullmatch(r"(\S+) x\d+", place) for place in found.group(1).split(", ")]
+        assert seen and all(m and m.group(1) in {*functions, "user space"} for m in seen), line
 
 
 def _guest_processes() -> list[str]:
