@@ -18,9 +18,10 @@ and no image has to be built. QEMU emulates the CPU (TCG) because on this machin
 guest never gets past the firmware.
 
 Everything is named ``<prefix>_guest``: the state directory under
-:func:`netlab.naming.runtime_base` (keys, ssh_config, console log, pid) and the QEMU
-process (its ``comm``). So ``down``, and with it ``netlab lab down --all`` and
-``netlab cleanup --all``, find a guest by name even when its state is gone.
+:func:`netlab.naming.runtime_base` (keys, ssh_config, console log, pid, QEMU's monitor
+socket, the guest kernel's symbols) and the QEMU process (its ``comm``). So ``down``, and
+with it ``netlab lab down --all`` and ``netlab cleanup --all``, find a guest by name even
+when its state is gone.
 """
 
 from __future__ import annotations
