@@ -62,7 +62,8 @@ def report(qemu: int, monitor: Path, symbols_file: Path, samples: int = 5) -> li
         busy = (after[name] - before.get(name, after[name])) / hz / elapsed
         match = re.search(r"CPU (\d+)", name)
         where = seen.get(int(match.group(1)), Counter()) if match else Counter()
-        places = ", ".join(f"{fn} x{n}" for fn, n in where.most_common(3)) or "no instruction pointer read"
+        places = ", ".join(f"{fn} ({n} of {samples} reads)" for fn, n in where.most_common(3))
+        places = places or "no instruction pointer read"
         lines.append(f"vCPU thread {name!r}: {busy:.0%} of a host CPU; in {places}")
     if not lines:
         lines.append(f"no vCPU threads found in QEMU process {qemu}")
