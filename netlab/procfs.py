@@ -54,6 +54,24 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def thread_cpu_ticks(pid: int) -> dict[str, int]:
+    """Each of ``pid``'s threads by name ("CPU 0/TCG"; threads of one name summed), and the
+    clock ticks it has run, in user and system mode (``os.sysconf("SC_CLK_TCK")`` a second)."""
+    ticks: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for task in (PROC / str(pid) / "task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue  # the thread ended
+            # The name is in parentheses and may hold spaces; utime and stime are the 12th
+            # and 13th fields after it.
+            name, fields = stat[stat.find("(") + 1 : stat.rfind(")")], stat.rsplit(")", 1)[-1].split()
+            if len(fields) > 12:
+                ticks[name] = ticks.get(name, 0) + int(fields[11]) + int(fields[12])
+    return ticks
+
+
 def rss_mib(pid: int) -> int:
     with contextlib.suppress(OSError):
         for line in (PROC / str(pid) / "status").read_text().splitlines():

@@ -19,6 +19,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from netlab import procfs
+
 # In `info registers -a`: a CPU's header, and its instruction pointer.
 _CPU = re.compile(r"^CPU#(\d+)", re.M)
 _RIP = re.compile(r"\bRIP=([0-9a-f]{16})\b")
@@ -39,7 +41,7 @@ def report(qemu: int, monitor: Path, symbols_file: Path, samples: int = 5) -> li
     """One line per vCPU: its host thread's CPU use over about a second and the kernel
     functions its instruction pointer was in, ``samples`` times over that second.
     ``symbols_file``: lines of ``ADDRESS NAME``, the kernel's functions as it runs them."""
-    before = _thread_ticks(qemu)
+    before = procfs.thread_cpu_ticks(qemu)
     seen: dict[int, Counter[str]] = {}
     problems: list[str] = []
     symbols = _Symbols(symbols_file)
@@ -53,7 +55,7 @@ def report(qemu: int, monitor: Path, symbols_file: Path, samples: int = 5) -> li
             break
         time.sleep(1 / samples)
     elapsed = time.monotonic() - started
-    after = _thread_ticks(qemu)
+    after = procfs.thread_cpu_ticks(qemu)
     hz = os.sysconf("SC_CLK_TCK")
     lines = []
     for name in sorted(after):
@@ -68,24 +70,6 @@ def report(qemu: int, monitor: Path, symbols_file: Path, samples: int = 5) -> li
     if not lines:
         lines.append(f"no vCPU threads found in QEMU process {qemu}")
     return lines + problems + ([] if symbols.ready else [symbols.why])
-
-
-def _thread_ticks(pid: int) -> dict[str, int]:
-    """Each thread's name and its user + system clock ticks."""
-    ticks: dict[str, int] = {}
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return ticks
-    for tid in tasks:
-        try:
-            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-        except OSError:
-            continue  # the thread ended
-        # comm is in parentheses and may hold spaces ("CPU 0/TCG"); the fields follow it.
-        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-        ticks[name] = ticks.get(name, 0) + int(rest[11]) + int(rest[12])
-    return ticks
 
 
 def _instruction_pointers(monitor: Path) -> dict[int, int]:
